@@ -1,0 +1,1 @@
+//! I/O contexts after blk-ioc (placeholder: being written).

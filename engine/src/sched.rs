@@ -1,0 +1,1 @@
+//! Per-device dispatch by priority class (placeholder: being written).

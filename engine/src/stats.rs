@@ -1,0 +1,1 @@
+//! Per-leg counters (placeholder: built in the mirror work).
