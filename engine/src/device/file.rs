@@ -207,7 +207,10 @@ impl Device for FileDevice {
         if rc != 0 {
             let e = io::Error::last_os_error();
             // Discard is advisory: a device that cannot do it keeps the bytes.
-            if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP) | Some(libc::ENOTTY)) {
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EOPNOTSUPP) | Some(libc::ENOTTY)
+            ) {
                 return Ok(());
             }
             return Err(self.io_err("discard", offset, e));
@@ -227,7 +230,8 @@ mod tests {
         let d = FileDevice::create_image(&p, 1 << 30).unwrap();
         assert_eq!(d.size(), 1 << 30);
         d.write_at(4096 * 1000, &[5u8; 8192]).unwrap();
-        d.write_vectored_at(0, &[&[1u8; 512], &[2u8; 1024]]).unwrap();
+        d.write_vectored_at(0, &[&[1u8; 512], &[2u8; 1024]])
+            .unwrap();
         d.flush().unwrap();
         let mut b = vec![0u8; 8192];
         d.read_at(4096 * 1000, &mut b).unwrap();
@@ -265,6 +269,9 @@ mod tests {
     fn out_of_range_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let d = FileDevice::create_image(dir.path().join("a.img"), 1 << 20).unwrap();
-        assert!(matches!(d.write_at(1 << 20, &[0; 512]), Err(DeviceError::OutOfRange { .. })));
+        assert!(matches!(
+            d.write_at(1 << 20, &[0; 512]),
+            Err(DeviceError::OutOfRange { .. })
+        ));
     }
 }

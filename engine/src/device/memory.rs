@@ -30,7 +30,11 @@ impl MemDevice {
 
     /// A device holding exactly `image` (whose length must be sector-aligned).
     pub fn from_image(name: impl Into<String>, image: Vec<u8>) -> Self {
-        assert_eq!(image.len() as u64 % super::SECTOR, 0, "image not sector-aligned");
+        assert_eq!(
+            image.len() as u64 % super::SECTOR,
+            0,
+            "image not sector-aligned"
+        );
         MemDevice {
             name: name.into(),
             data: RwLock::new(image),
@@ -114,11 +118,23 @@ mod tests {
     #[test]
     fn rejects_misaligned_and_out_of_range() {
         let d = MemDevice::new("m", 4096);
-        assert!(matches!(d.write_at(1, &[0; 512]), Err(DeviceError::Misaligned { .. })));
-        assert!(matches!(d.write_at(0, &[0; 100]), Err(DeviceError::Misaligned { .. })));
+        assert!(matches!(
+            d.write_at(1, &[0; 512]),
+            Err(DeviceError::Misaligned { .. })
+        ));
+        assert!(matches!(
+            d.write_at(0, &[0; 100]),
+            Err(DeviceError::Misaligned { .. })
+        ));
         let mut b = [0u8; 512];
-        assert!(matches!(d.read_at(4096, &mut b), Err(DeviceError::OutOfRange { .. })));
-        assert!(matches!(d.read_at(u64::MAX - 511, &mut b), Err(DeviceError::OutOfRange { .. })));
+        assert!(matches!(
+            d.read_at(4096, &mut b),
+            Err(DeviceError::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            d.read_at(u64::MAX - 511, &mut b),
+            Err(DeviceError::OutOfRange { .. })
+        ));
     }
 
     #[test]
