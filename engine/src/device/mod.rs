@@ -24,10 +24,10 @@ mod file;
 mod memory;
 mod recording;
 
-pub use fault::{Fault, FaultDevice, FaultRule, Op};
+pub use fault::{Fault, FaultDevice, FaultRule, InvalidRule, Op, RuleId};
 pub use file::FileDevice;
 pub use memory::MemDevice;
-pub use recording::{CrashPoint, RecordedOp, RecordingDevice};
+pub use recording::{CrashPoint, CrashPointError, RecordedOp, RecordingDevice};
 
 use crate::error::{DeviceError, DeviceResult};
 use std::fmt;
