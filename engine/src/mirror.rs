@@ -1,1 +1,0 @@
-//! Mirror sets and regions after dm-io (placeholder: built in the mirror work).
