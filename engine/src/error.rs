@@ -60,6 +60,11 @@ pub enum EngineError {
         legs: usize,
         detail: String,
     },
+    /// Every leg holds zeroes where a metadata block was expected: the block
+    /// was never written (mkfs leaves large tables zeroed and the fs
+    /// initialises them on first use). Not counted as corruption.
+    #[error("block {block}: never written")]
+    Unwritten { block: u64 },
     /// A write reached no leg at all.
     #[error("block {block}: write failed on every leg")]
     WriteFailed { block: u64 },

@@ -505,7 +505,7 @@ fn the_block_store_path_seals_verifies_and_heals() {
         store.discard(4, 3).unwrap();
         assert!(matches!(
             store.read_block(4, &mut b, None),
-            Err(EngineError::NoGoodCopy { .. })
+            Err(EngineError::Unwritten { block: 4 })
         ));
         assert!(matches!(
             store.read_block(4, &mut [0u8; 100], None),
@@ -676,4 +676,35 @@ fn a_heal_never_undoes_a_newer_write() {
         "the heal overwrote an in-flight write",
     );
     assert_eq!(v.set().stats()[1].healed, 0);
+}
+
+#[test]
+fn a_block_zero_on_every_leg_is_unwritten_and_not_counted() {
+    let devs = devices(Kind::Mem, &tempfile::tempdir().unwrap(), 2);
+    let v = volume(devs.clone());
+    let mut buf = vec![0xAAu8; BS];
+    match v.read_meta(7, &mut buf, None) {
+        Err(EngineError::Unwritten { block: 7 }) => {}
+        other => panic!("expected Unwritten, got {other:?}"),
+    }
+    assert!(buf.iter().all(|&b| b == 0), "no stale bytes handed out");
+    for leg in 0..2 {
+        assert_eq!(v.set().leg_stats(leg).snapshot().checksum_errors, 0);
+    }
+}
+
+#[test]
+fn a_block_zeroed_on_one_leg_only_is_corruption_and_healed() {
+    let devs = devices(Kind::Mem, &tempfile::tempdir().unwrap(), 2);
+    let v = volume(devs.clone());
+    let mut b = meta_block(3, 9);
+    v.write_meta(7, &mut b).unwrap();
+    devs[1].write_at(7 * BS as u64, &vec![0u8; BS]).unwrap();
+    let got = read_meta_every_leg(&v, 7, Some(3));
+    assert_eq!(meta_gen(&got), 3);
+    let errors: u64 = (0..2)
+        .map(|l| v.set().leg_stats(l).snapshot().checksum_errors)
+        .sum();
+    assert_eq!(errors, 1, "the zeroed copy counts as a checksum error");
+    assert_legs_identical(&devs);
 }

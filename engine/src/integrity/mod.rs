@@ -361,22 +361,16 @@ impl Volume {
                     .read_leg(leg, block, &mut buf[start * bs..end * bs])
                 {
                     Ok(()) => {
-                        let mut mismatches = 0;
                         for i in start..end {
                             match check(i, &buf[i * bs..(i + 1) * bs]) {
                                 Ok(()) => good_leg[i] = Some(leg),
-                                Err(m) => {
-                                    mismatches += 1;
-                                    log::warn!("leg {leg} block {}: {m}", first + i as u64);
-                                    bad.push(BadCopy {
-                                        leg,
-                                        block: first + i as u64,
-                                        problem: CopyProblem::Mismatch(m),
-                                    });
-                                }
+                                Err(m) => bad.push(BadCopy {
+                                    leg,
+                                    block: first + i as u64,
+                                    problem: CopyProblem::Mismatch(m),
+                                }),
                             }
                         }
-                        self.set.leg_stats(leg).record_checksum_errors(mismatches);
                     }
                     Err(EngineError::Device(e)) => {
                         let msg = e.to_string();
@@ -390,12 +384,36 @@ impl Volume {
                 }
             }
         }
+        // A block that is zero on every leg was never written: that is the
+        // caller's business, not corruption. Every other mismatch counts.
+        let never_written = |block: u64| {
+            good_leg[(block - first) as usize].is_none()
+                && bad.iter().filter(|b| b.block == block).all(|b| {
+                    matches!(b.problem, CopyProblem::Mismatch(TagMismatch::Unwritten))
+                })
+        };
+        for b in &bad {
+            if let CopyProblem::Mismatch(m) = &b.problem {
+                if !never_written(b.block) {
+                    log::warn!("leg {} block {}: {m}", b.leg, b.block);
+                    self.set.leg_stats(b.leg).record_checksum_errors(1);
+                }
+            }
+        }
         if !bad.is_empty() {
             self.heal(first, &good_leg, &bad, check);
         }
         let Some(lost) = good_leg.iter().position(Option::is_none) else {
             return Ok(());
         };
+        if never_written(first + lost as u64) {
+            for (start, end) in runs_of(n, |i| good_leg[i].is_none()) {
+                buf[start * bs..end * bs].fill(0);
+            }
+            return Err(EngineError::Unwritten {
+                block: first + lost as u64,
+            });
+        }
         for (start, end) in runs_of(n, |i| good_leg[i].is_none()) {
             buf[start * bs..end * bs].fill(0);
         }

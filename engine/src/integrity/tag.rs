@@ -87,7 +87,9 @@ impl Tag {
 /// What is wrong with a copy of a block.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TagMismatch {
-    /// Not a metadata block at all (never written, or overwritten by data).
+    /// Every byte is zero: never written since mkfs zeroed it, or discarded.
+    Unwritten,
+    /// Not a metadata block at all (overwritten by data, or garbage).
     BadMagic { found: u32 },
     /// The content is not what was sealed: corruption, a torn write.
     BadCrc { stored: u32, computed: u32 },
@@ -106,6 +108,7 @@ pub enum TagMismatch {
 impl fmt::Display for TagMismatch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            TagMismatch::Unwritten => write!(f, "never written (all zeroes)"),
             TagMismatch::BadMagic { found } => write!(f, "bad magic {found:#010x}"),
             TagMismatch::BadCrc { stored, computed } => {
                 write!(f, "crc {stored:#010x} stored, {computed:#010x} computed")
@@ -211,6 +214,9 @@ pub fn meta_check(
     check_len(buf);
     let magic = le_u32(buf, OFF_MAGIC);
     if magic != META_MAGIC {
+        if buf.iter().all(|&b| b == 0) {
+            return Err(TagMismatch::Unwritten);
+        }
         return Err(TagMismatch::BadMagic { found: magic });
     }
     let stored = le_u32(buf, OFF_CRC);
@@ -315,8 +321,14 @@ mod tests {
         z[4..8].fill(0);
         assert_eq!(le_u32(&b, 4), crc32c::crc32c(&z));
 
-        assert!(matches!(
+        assert_eq!(
             meta_check(5, &UUID, &vec![0u8; 4096], None),
+            Err(TagMismatch::Unwritten)
+        );
+        let mut nearly_zero = vec![0u8; 4096];
+        nearly_zero[4095] = 1;
+        assert!(matches!(
+            meta_check(5, &UUID, &nearly_zero, None),
             Err(TagMismatch::BadMagic { found: 0 })
         ));
         let mut flipped = b.clone();
