@@ -67,7 +67,9 @@ impl From<keelfs_engine::DeviceError> for FsError {
 pub type FsResult<T> = Result<T, FsError>;
 
 /// Shorthand for a corruption error with a formatted message.
+#[allow(unused_macros)]
 macro_rules! corrupt {
     ($($arg:tt)*) => { $crate::error::FsError::Corrupt(format!($($arg)*)) };
 }
+#[allow(unused_imports)]
 pub(crate) use corrupt;

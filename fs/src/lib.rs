@@ -1,13 +1,16 @@
 //! keelfs filesystem core.
 //!
-//! For now this crate holds one thing: [`format`], the single implementation
-//! of the on-disk format described byte by byte in `docs/format.md`.
-//! `mkfs.keelfs`, `fsck.keelfs` and the mount program all encode and decode
-//! keelfs structures through it, never through a copy of their own.
+//! * [`format`]: the single implementation of the on-disk format described
+//!   byte by byte in `docs/format.md`. `mkfs.keelfs`, `fsck.keelfs` and the
+//!   mount program all encode and decode keelfs structures through it.
+//! * [`journal`]: every metadata change goes through a transaction.
+//! * [`fuse`]: mounting, the daemon and the worker pool of the FUSE adapter.
 //!
 //! The block engine (`keelfs-engine`) stores, mirrors and seals blocks; this
-//! crate decides what their payloads mean.
+//! crate decides what their payloads mean. Errors are [`error::FsError`];
+//! they become errno only at the FUSE boundary.
 
-#![forbid(unsafe_code)]
-
+pub mod error;
 pub mod format;
+pub mod fuse;
+// pub mod journal; (enabled once bufio lands)
