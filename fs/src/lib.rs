@@ -10,7 +10,8 @@
 //! crate decides what their payloads mean. Errors are [`error::FsError`];
 //! they become errno only at the FUSE boundary.
 
+pub mod alloc;
 pub mod error;
 pub mod format;
 pub mod fuse;
-// pub mod journal; (enabled once bufio lands)
+pub mod journal;

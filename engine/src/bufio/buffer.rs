@@ -178,6 +178,7 @@ pub(crate) fn duplicate_error(err: &EngineError) -> EngineError {
             legs: *legs,
             detail: detail.clone(),
         },
+        EngineError::Unwritten { block } => EngineError::Unwritten { block: *block },
         EngineError::WriteFailed { block } => EngineError::WriteFailed { block: *block },
         EngineError::FlushFailed => EngineError::FlushFailed,
         EngineError::NoLegs => EngineError::NoLegs,

@@ -83,12 +83,18 @@ impl WritebackOutcome {
     }
 }
 
-/// MERGE POINT (ioctx): mark the calling thread's I/O as internal, idle
-/// class work, so that background writeback never starves a foreground
-/// reader. Called once at the start of the background writeback thread.
-/// Does nothing until `crate::ioctx` (thread-local current priority) is
-/// merged; then set the idle class here.
-pub(crate) fn enter_background_io_context() {}
+/// Mark the calling thread's I/O as internal, idle-class work, so that
+/// background writeback never starves a foreground reader. Called once at
+/// the start of the background writeback thread, which keeps the context
+/// for its whole life. A foreground caller that waits on this work (sync
+/// writeback, flush) does the writing itself at its own priority.
+pub(crate) fn enter_background_io_context() {
+    let scope = crate::ioctx::enter(crate::ioctx::IoContext::internal(
+        "bufio writeback",
+        crate::ioctx::IoPrio::BACKGROUND,
+    ));
+    std::mem::forget(scope);
+}
 
 /// Body of the background thread: on each kick or tick, write back when
 /// the dirty ratio or the high watermark asks for it, honour

@@ -388,9 +388,10 @@ impl Volume {
         // caller's business, not corruption. Every other mismatch counts.
         let never_written = |block: u64| {
             good_leg[(block - first) as usize].is_none()
-                && bad.iter().filter(|b| b.block == block).all(|b| {
-                    matches!(b.problem, CopyProblem::Mismatch(TagMismatch::Unwritten))
-                })
+                && bad
+                    .iter()
+                    .filter(|b| b.block == block)
+                    .all(|b| matches!(b.problem, CopyProblem::Mismatch(TagMismatch::Unwritten)))
         };
         for b in &bad {
             if let CopyProblem::Mismatch(m) = &b.problem {
