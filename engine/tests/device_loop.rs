@@ -64,6 +64,12 @@ fn file_device_drives_a_loop_device_and_mirrors_onto_it() {
     let mut got = vec![0u8; data.len()];
     vol.read_data(100, &mut got, &tags).unwrap();
     assert_eq!(got, data);
-    let wrong: Vec<Tag> = tags.iter().map(|t| Tag { gen: t.gen + 1, ..*t }).collect();
+    let wrong: Vec<Tag> = tags
+        .iter()
+        .map(|t| Tag {
+            gen: t.gen + 1,
+            ..*t
+        })
+        .collect();
     assert!(vol.read_data(100, &mut got, &wrong).is_err());
 }
