@@ -5,13 +5,18 @@
 //!   mount program all encode and decode keelfs structures through it.
 //! * [`journal`]: every metadata change goes through a transaction.
 //! * [`fuse`]: mounting, the daemon and the worker pool of the FUSE adapter.
+//! * [`devset`]: the legs a filesystem lives on: opening, identifying and
+//!   checking them, reading and writing their superblocks.
+//! * [`mkfs`]: formatting a set of legs (the library behind `mkfs.keelfs`).
 //!
 //! The block engine (`keelfs-engine`) stores, mirrors and seals blocks; this
 //! crate decides what their payloads mean. Errors are [`error::FsError`];
 //! they become errno only at the FUSE boundary.
 
 pub mod alloc;
+pub mod devset;
 pub mod error;
 pub mod format;
 pub mod fuse;
 pub mod journal;
+pub mod mkfs;
