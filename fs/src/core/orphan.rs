@@ -163,7 +163,7 @@ mod tests {
         assert_eq!(o.remove(9, 13), None);
         assert_eq!(o.head_as_of(9), None);
         assert_eq!(o.head_as_of(10), Some(7));
-        assert_eq!(o.head_as_of(12), Some(5));
+        assert_eq!(o.head_as_of(12), Some(9));
         assert_eq!(o.head_as_of(12), None);
         assert_eq!(o.head_as_of(20), Some(5));
         assert_eq!(o.head(), 5);
