@@ -187,7 +187,14 @@ impl Fs {
             } else {
                 state.inode.size.max(end)
             };
-            if new_size <= INLINE_MAX as u64 {
+            // Zeroing needs only the bytes; allocating a range that reaches
+            // past the inline area needs real blocks.
+            let fits = if punch || zero {
+                new_size
+            } else {
+                end.max(new_size)
+            };
+            if fits <= INLINE_MAX as u64 {
                 if punch || zero {
                     let to = (end as usize).min(bytes.len());
                     if (offset as usize) < to {
