@@ -269,37 +269,36 @@ fn a_lookup_among_100k_extents_reads_a_few_blocks() {
     let count = 100_000u64;
     let mut i = 0;
     while i < count {
-        let tx = fs.journal().start().unwrap();
-        let cell = fs.inode(ino).unwrap();
-        let mut state = cell.write();
-        if matches!(state.data, DataArea::Inline(_)) {
-            state.data = DataArea::Extents(ExtentNode::empty());
+        {
+            let tx = fs.journal().start().unwrap();
+            let cell = fs.inode(ino).unwrap();
+            let mut state = cell.write();
+            if matches!(state.data, DataArea::Inline(_)) {
+                state.data = DataArea::Extents(ExtentNode::empty());
+            }
+            let DataArea::Extents(root) = &mut state.inode.data else {
+                panic!()
+            };
+            let mut tree = TreeWriter::new(fs.cache(), fs.blocks(), &tx, 0);
+            let stop = (i + 5000).min(count);
+            while i < stop {
+                tree.insert(
+                    root,
+                    ExtentLeaf {
+                        logical: 2 * i,
+                        length: 1,
+                        unwritten: false,
+                        physical: 5_000_000 + 3 * i,
+                    },
+                )
+                .unwrap();
+                i += 1;
+            }
+            let delta = tree.node_blocks_delta();
+            state.inode.blocks = state.inode.blocks.saturating_add_signed(delta);
+            state.inode.size = 2 * i * 4096;
+            fs.store_inode(&tx, &state).unwrap();
         }
-        let DataArea::Extents(root) = &mut state.inode.data else {
-            panic!()
-        };
-        let mut tree = TreeWriter::new(fs.cache(), fs.blocks(), &tx, 0);
-        let stop = (i + 5000).min(count);
-        while i < stop {
-            tree.insert(
-                root,
-                ExtentLeaf {
-                    logical: 2 * i,
-                    length: 1,
-                    unwritten: false,
-                    physical: 5_000_000 + 3 * i,
-                },
-            )
-            .unwrap();
-            i += 1;
-        }
-        let delta = tree.node_blocks_delta();
-        drop(tree);
-        state.inode.blocks = state.inode.blocks.saturating_add_signed(delta);
-        state.inode.size = 2 * i * 4096;
-        fs.store_inode(&tx, &state).unwrap();
-        drop(state);
-        drop(tx);
         fs.journal().commit().unwrap();
     }
     let depth = {
