@@ -4,6 +4,8 @@
 //!   byte by byte in `docs/format.md`. `mkfs.keelfs`, `fsck.keelfs` and the
 //!   mount program all encode and decode keelfs structures through it.
 //! * [`journal`]: every metadata change goes through a transaction.
+//! * [`dir`]: directories, the B+tree of names (§8); [`xattr`]: extended
+//!   attributes (§9); both change blocks through a [`meta_tx::MetaTx`].
 //! * [`fuse`]: mounting, the daemon and the worker pool of the FUSE adapter.
 //!
 //! The block engine (`keelfs-engine`) stores, mirrors and seals blocks; this
@@ -11,7 +13,10 @@
 //! they become errno only at the FUSE boundary.
 
 pub mod alloc;
+pub mod dir;
 pub mod error;
 pub mod format;
 pub mod fuse;
 pub mod journal;
+pub mod meta_tx;
+pub mod xattr;

@@ -1,0 +1,82 @@
+//! Adding a name.
+//!
+//! The collision range of the name is scanned first (`Exists` if the name
+//! is there; otherwise the smallest free counter gives the key), then the
+//! entry goes into the leaf whose range holds the key and the leaf is
+//! committed (split if it overflows, the change carried up to the root).
+
+use super::check_name;
+use super::lookup::scan_collisions;
+use super::path::descend;
+use super::tree::new_leaf;
+use super::update::{check_room, commit};
+use crate::error::{corrupt, FsError, FsResult};
+use crate::format::dir::key_base;
+use crate::format::{DirEntry, DirLeaf, DirRoot, FileType};
+use crate::meta_tx::MetaTx;
+
+/// Adds `name` → (`inode`, `file_type`). Returns the entry's key (its
+/// readdir offset is key + 1).
+///
+/// Errors: `NameTooLong` / `Invalid` for a name no directory can hold,
+/// `Invalid` for inode 0, `Exists` if the name is there, `NoSpace` if 256
+/// names already share the name's hash base (or the tree is at its
+/// maximum depth and full), and whatever allocating and writing blocks
+/// gives. On an error nothing has been changed, except by a failure to
+/// allocate or write in the middle of a split (the transaction is then to
+/// be abandoned, as for any metadata write failure).
+pub fn insert(
+    mt: &MetaTx<'_, '_>,
+    root: &mut DirRoot,
+    name: &[u8],
+    inode: u64,
+    file_type: FileType,
+) -> FsResult<u64> {
+    check_name(name)?;
+    if inode == 0 {
+        return Err(FsError::Invalid("directory entry for inode 0".into()));
+    }
+    let collisions = scan_collisions(mt.cache, root, name, false)?;
+    if collisions.found.is_some() {
+        return Err(FsError::Exists);
+    }
+    let Some(c) = collisions.first_free() else {
+        return Err(FsError::NoSpace);
+    };
+    let entry = DirEntry {
+        key: key_base(name) | u64::from(c),
+        inode,
+        file_type,
+        name: name.to_vec(),
+    };
+    let key = entry.key;
+    let count = root
+        .entry_count
+        .checked_add(1)
+        .ok_or_else(|| corrupt!("directory entry count overflows"))?;
+    match descend(mt.cache, root, key)? {
+        None => {
+            let leaf = DirLeaf {
+                next: None,
+                entries: vec![entry],
+            };
+            root.root = Some(new_leaf(mt, 0, &leaf)?);
+            root.depth = 0;
+        }
+        Some(mut path) => {
+            let pos = match path.leaf.search(key) {
+                Err(pos) => pos,
+                Ok(_) => {
+                    return Err(corrupt!(
+                        "directory key {key:#x} is in use but was not in its collision range"
+                    ))
+                }
+            };
+            check_room(mt, root, &path, entry.size())?;
+            path.leaf.entries.insert(pos, entry);
+            commit(mt, root, path)?;
+        }
+    }
+    root.entry_count = count;
+    Ok(key)
+}
