@@ -9,7 +9,6 @@
 mod dir_support;
 
 use dir_support::{colliding_names, Rng, Stack};
-use keelfs_engine::device::Device;
 use keelfs_fs::dir::{self, MetaTx};
 use keelfs_fs::error::FsError;
 use keelfs_fs::format::dir::{key_base, DOTDOT_OFFSET};
