@@ -54,7 +54,13 @@ pub fn insert(
         .entry_count
         .checked_add(1)
         .ok_or_else(|| corrupt!("directory entry count overflows"))?;
-    match descend(mt.cache, root, key)? {
+    // The scan usually ends in the leaf the key goes to (its range rarely
+    // straddles leaves); otherwise descend again.
+    let path = match collisions.path {
+        Some(path) if path.leaf_holds(key) => Some(path),
+        _ => descend(mt.cache, root, key)?,
+    };
+    match path {
         None => {
             let leaf = DirLeaf {
                 next: None,

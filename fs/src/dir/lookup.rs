@@ -18,15 +18,19 @@ use keelfs_engine::bufio::Bufio;
 pub fn lookup(cache: &Bufio, root: &DirRoot, name: &[u8]) -> FsResult<Option<(u64, FileType)>> {
     check_name(name)?;
     let found = scan_collisions(cache, root, name, true)?.found;
-    Ok(found.map(|e| (e.inode, e.file_type)))
+    Ok(found.map(|(e, _)| (e.inode, e.file_type)))
 }
 
 /// What the collision range of a name holds.
 pub(crate) struct Collisions {
-    /// The entry with that very name.
-    pub found: Option<DirEntry>,
+    /// The entry with that very name, and its index in `path`'s leaf.
+    pub found: Option<(DirEntry, usize)>,
     /// `used[c]`: some name has key `base | c`.
     pub used: [bool; 256],
+    /// The path to the leaf the scan ended in (`None`: empty directory):
+    /// the leaf of the found entry, else the leaf whose range holds every
+    /// key of the range not yet used.
+    pub path: Option<Path>,
 }
 
 impl Collisions {
@@ -50,25 +54,26 @@ pub(crate) fn scan_collisions(
     let mut out = Collisions {
         found: None,
         used: [false; 256],
+        path: descend(cache, root, base)?,
     };
-    let Some(mut path) = descend(cache, root, base)? else {
+    let Some(path) = out.path.as_mut() else {
         return Ok(out);
     };
     let mut pos = path.leaf.search(base).unwrap_or_else(|i| i);
     loop {
-        for e in &path.leaf.entries[pos..] {
+        for (i, e) in path.leaf.entries.iter().enumerate().skip(pos) {
             if e.key > end {
                 return Ok(out);
             }
             out.used[usize::from(e.key as u8)] = true;
             if e.name == name {
-                out.found = Some(e.clone());
+                out.found = Some((e.clone(), i));
                 if stop_at_name {
                     return Ok(out);
                 }
             }
         }
-        if !next_leaf_in_range(cache, &mut path, end)? {
+        if out.found.is_some() || !next_leaf_in_range(cache, path, end)? {
             return Ok(out);
         }
         pos = 0;
@@ -76,7 +81,7 @@ pub(crate) fn scan_collisions(
 }
 
 /// Moves `path` to the next leaf if that leaf can hold keys up to `end`.
-pub(crate) fn next_leaf_in_range(cache: &Bufio, path: &mut Path, end: u64) -> FsResult<bool> {
+fn next_leaf_in_range(cache: &Bufio, path: &mut Path, end: u64) -> FsResult<bool> {
     match path.next_leaf_min_key() {
         Some(min) if min <= end => path.advance(cache),
         _ => Ok(false),

@@ -72,6 +72,18 @@ impl Path {
             .map(|s| s.node.entries[s.index + 1].min_key)
     }
 
+    /// Whether `key` falls in the key range of the path's leaf (so an
+    /// entry with that key belongs in it).
+    pub fn leaf_holds(&self, key: u64) -> bool {
+        let lo = self
+            .steps
+            .iter()
+            .rev()
+            .find(|s| s.index > 0)
+            .map_or(0, |s| s.node.entries[s.index].min_key);
+        key >= lo && self.next_leaf_min_key().is_none_or(|hi| key < hi)
+    }
+
     /// Moves to the next leaf in key order; `false` (path unchanged) if
     /// this is the last one. Reads the new leaf and the nodes between it
     /// and the deepest common ancestor.

@@ -7,7 +7,7 @@
 
 use super::check_name;
 use super::lookup::scan_collisions;
-use super::path::{descend, Path};
+use super::path::Path;
 use super::update::commit;
 use crate::error::{corrupt, FsError, FsResult};
 use crate::format::{DirEntry, DirRoot, FileType};
@@ -53,16 +53,7 @@ pub fn replace(
 /// The path to the leaf holding `name`, and the entry's index in it.
 fn find_entry(cache: &Bufio, root: &DirRoot, name: &[u8]) -> FsResult<(Path, usize)> {
     check_name(name)?;
-    let found = scan_collisions(cache, root, name, true)?
-        .found
-        .ok_or(FsError::NotFound)?;
-    let path = descend(cache, root, found.key)?
-        .ok_or_else(|| corrupt!("directory entry found in a directory without a root"))?;
-    let pos = path.leaf.search(found.key).map_err(|_| {
-        corrupt!(
-            "directory key {:#x} found by a scan is not in the leaf that holds its range",
-            found.key
-        )
-    })?;
+    let scan = scan_collisions(cache, root, name, true)?;
+    let ((_, pos), path) = scan.found.zip(scan.path).ok_or(FsError::NotFound)?;
     Ok((path, pos))
 }
