@@ -13,7 +13,11 @@
 //!   generation (every structure pointing at it must be updated to it);
 //! * allocation and freeing go through the `MetaAllocator` (which revokes
 //!   freed blocks in the journal) and are counted, so the caller can adjust
-//!   the inode's "blocks held" by [`MetaTx::blocks_delta`].
+//!   the inode's "blocks held" by [`MetaTx::blocks_delta`];
+//! * [`MetaTx::reserve`] allocates all the blocks a change will need before
+//!   it writes anything (all or none), so running out of space never leaves
+//!   a structure half changed; [`MetaTx::alloc_block`] hands out reserved
+//!   blocks first, and [`MetaTx::release_reserve`] gives back the rest.
 //!
 //! Relies on: the caller holding the lock of the inode whose blocks these
 //! are (one writer at a time per tree), and the lock order of the fs core:
@@ -25,7 +29,7 @@ use crate::error::{corrupt, FsResult};
 use crate::format::{header, BlockKind, BlockRef, META_HEADER_LEN};
 use crate::journal::TxHandle;
 use keelfs_engine::bufio::Bufio;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 
 /// The cache, journal handle and allocator of one metadata change.
 pub struct MetaTx<'a, 'j> {
@@ -34,6 +38,8 @@ pub struct MetaTx<'a, 'j> {
     pub alloc: &'a dyn MetaAllocator,
     allocated: Cell<u64>,
     freed: Cell<u64>,
+    /// Blocks allocated ahead by `reserve`, not yet handed out.
+    reserved: RefCell<Vec<u64>>,
 }
 
 /// Reads `r` and checks its header: kind `kind` and the generation `r`
@@ -82,6 +88,7 @@ impl<'a, 'j> MetaTx<'a, 'j> {
             alloc,
             allocated: Cell::new(0),
             freed: Cell::new(0),
+            reserved: RefCell::new(Vec::new()),
         }
     }
 
@@ -100,14 +107,57 @@ impl<'a, 'j> MetaTx<'a, 'j> {
         read_block(self.cache, r, kind)
     }
 
-    /// A free block for new metadata, near `goal`.
+    /// A free block for new metadata: a reserved one if any, else one
+    /// allocated near `goal`.
     pub fn alloc_block(&self, goal: u64) -> FsResult<u64> {
+        if let Some(block) = self.reserved.borrow_mut().pop() {
+            return Ok(block);
+        }
         let block = self.alloc.alloc_meta(self.tx, goal)?;
         if block == 0 || block >= self.cache.num_blocks() {
             return Err(corrupt!("allocator returned block {block}"));
         }
         self.allocated.set(self.allocated.get() + 1);
         Ok(block)
+    }
+
+    /// Allocates `count` more blocks near `goal` for later `alloc_block`
+    /// calls: all of them, or (on an error, typically `NoSpace`) none.
+    pub fn reserve(&self, count: usize, goal: u64) -> FsResult<()> {
+        let mut got = Vec::with_capacity(count);
+        for _ in 0..count {
+            match self.alloc.alloc_meta(self.tx, goal) {
+                Ok(block) if block != 0 && block < self.cache.num_blocks() => {
+                    self.allocated.set(self.allocated.get() + 1);
+                    got.push(block);
+                }
+                outcome => {
+                    for &block in &got {
+                        self.free_block(block)?;
+                    }
+                    return Err(match outcome {
+                        Err(e) => e,
+                        Ok(block) => corrupt!("allocator returned block {block}"),
+                    });
+                }
+            }
+        }
+        // A stack: blocks reserved earlier are handed out first, then these
+        // in allocation order.
+        got.reverse();
+        let mut reserved = self.reserved.borrow_mut();
+        got.append(&mut reserved);
+        *reserved = got;
+        Ok(())
+    }
+
+    /// Frees the reserved blocks not handed out.
+    pub fn release_reserve(&self) -> FsResult<()> {
+        let left = std::mem::take(&mut *self.reserved.borrow_mut());
+        for block in left {
+            self.free_block(block)?;
+        }
+        Ok(())
     }
 
     /// Gives a metadata block back (the allocator revokes it).

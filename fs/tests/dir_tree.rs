@@ -555,3 +555,46 @@ proptest! {
         check(&s, &root, &model);
     }
 }
+
+#[test]
+fn running_out_of_blocks_leaves_the_tree_intact() {
+    // 1 KiB blocks, 120 blocks for the tree: inserts fail with NoSpace
+    // when a split cannot get its blocks, and change nothing.
+    let mut s = Stack::new(1024, 4096, 1);
+    s.alloc = dir_support::CountingAlloc::new(1, 121);
+    let mut root = DirRoot::empty();
+    let mut model = Model::new();
+    let mut failures = 0;
+    for i in 0..5000u64 {
+        let got = tx(&s, |mt| {
+            dir::insert(mt, &mut root, &name(i), i + 1, FileType::Regular)
+        });
+        match got {
+            Ok(_) => {
+                model.insert(name(i), (i + 1, FileType::Regular));
+            }
+            Err(FsError::NoSpace) => {
+                failures += 1;
+                if failures == 50 {
+                    break;
+                }
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(failures, 50);
+    assert_eq!(s.alloc.live_count(), 120);
+    check(&s, &root, &model);
+    s.drop_cache();
+    check(&s, &root, &model);
+    // Removing names makes room again.
+    tx(&s, |mt| {
+        for n in model.keys().take(1000).cloned().collect::<Vec<_>>() {
+            dir::remove(mt, &mut root, &n).unwrap();
+            model.remove(&n);
+        }
+        dir::insert(mt, &mut root, b"again", 1, FileType::Regular).unwrap();
+        model.insert(b"again".to_vec(), (1, FileType::Regular));
+    });
+    check(&s, &root, &model);
+}

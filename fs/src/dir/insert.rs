@@ -9,7 +9,7 @@ use super::check_name;
 use super::lookup::scan_collisions;
 use super::path::descend;
 use super::tree::new_leaf;
-use super::update::{check_room, commit};
+use super::update::{commit, prepare_insert};
 use crate::error::{corrupt, FsError, FsResult};
 use crate::format::dir::key_base;
 use crate::format::{DirEntry, DirLeaf, DirRoot, FileType};
@@ -21,10 +21,10 @@ use crate::meta_tx::MetaTx;
 /// Errors: `NameTooLong` / `Invalid` for a name no directory can hold,
 /// `Invalid` for inode 0, `Exists` if the name is there, `NoSpace` if 256
 /// names already share the name's hash base (or the tree is at its
-/// maximum depth and full), and whatever allocating and writing blocks
-/// gives. On an error nothing has been changed, except by a failure to
-/// allocate or write in the middle of a split (the transaction is then to
-/// be abandoned, as for any metadata write failure).
+/// maximum depth and full), `NoSpace` from the allocator, and I/O errors.
+/// Every block the insert needs is allocated before anything is written,
+/// so on an error other than an I/O error in the middle of writing, nothing
+/// has changed.
 pub fn insert(
     mt: &MetaTx<'_, '_>,
     root: &mut DirRoot,
@@ -78,9 +78,10 @@ pub fn insert(
                     ))
                 }
             };
-            check_room(mt, root, &path, entry.size())?;
+            prepare_insert(mt, root, &path, entry.size())?;
             path.leaf.entries.insert(pos, entry);
             commit(mt, root, path)?;
+            mt.release_reserve()?;
         }
     }
     root.entry_count = count;

@@ -40,11 +40,6 @@ enum Change {
     AbsorbedNext(BlockRef),
 }
 
-/// Bytes of a leaf's payload in use.
-fn leaf_bytes(leaf: &DirLeaf) -> usize {
-    leaf.bytes_used()
-}
-
 /// Writes the path's changed leaf and carries the change up into `root`.
 pub(crate) fn commit(mt: &MetaTx<'_, '_>, root: &mut DirRoot, path: Path) -> FsResult<()> {
     let Path {
@@ -104,8 +99,8 @@ fn land_at_root(mt: &MetaTx<'_, '_>, root: &mut DirRoot, change: Change) -> FsRe
         }
         Change::Split { left, sep, right } => {
             if root.depth >= DIR_MAX_DEPTH {
-                // Refused before anything was written (insert checks
-                // `would_deepen`), so this is a bug, not a full tree.
+                // Refused before anything was written (`prepare_insert`),
+                // so this is a bug, not a full tree.
                 return Err(corrupt!(
                     "directory tree would grow past depth {DIR_MAX_DEPTH}"
                 ));
@@ -153,12 +148,40 @@ fn collapse_root(mt: &MetaTx<'_, '_>, root: &mut DirRoot) -> FsResult<()> {
     Ok(())
 }
 
-/// Whether inserting an entry of `entry_size` bytes under `path` would
-/// split every block up to the root (and so deepen the tree).
-pub(crate) fn would_deepen(mt: &MetaTx<'_, '_>, path: &Path, entry_size: usize) -> bool {
+/// Blocks an insert of an entry of `entry_size` bytes under `path` will
+/// allocate: one per block that splits (the leaf, then each full node above
+/// it), plus one for a new root when the root splits too; and whether the
+/// tree deepens.
+fn blocks_for_insert(mt: &MetaTx<'_, '_>, path: &Path, entry_size: usize) -> (usize, bool) {
+    if path.leaf.bytes_used() + entry_size <= mt.payload_len() {
+        return (0, false);
+    }
     let cap = node_capacity(mt.payload_len());
-    leaf_bytes(&path.leaf) + entry_size > mt.payload_len()
-        && path.steps.iter().all(|s| s.node.entries.len() >= cap)
+    let mut blocks = 1;
+    for step in path.steps.iter().rev() {
+        if step.node.entries.len() < cap {
+            return (blocks, false);
+        }
+        blocks += 1;
+    }
+    (blocks + 1, true)
+}
+
+/// Before an insert of `entry_size` bytes under `path`: `NoSpace` if it
+/// would deepen a tree already at the maximum depth; otherwise reserves
+/// every block the insert will allocate (all or none), so that it cannot
+/// run out of space half way.
+pub(crate) fn prepare_insert(
+    mt: &MetaTx<'_, '_>,
+    root: &DirRoot,
+    path: &Path,
+    entry_size: usize,
+) -> FsResult<()> {
+    let (blocks, deepens) = blocks_for_insert(mt, path, entry_size);
+    if deepens && root.depth >= DIR_MAX_DEPTH {
+        return Err(FsError::NoSpace);
+    }
+    mt.reserve(blocks, path.leaf_at.block)
 }
 
 /// Writes a changed leaf: split, freed, merged or rewritten. `parent` is
@@ -170,7 +193,7 @@ fn settle_leaf(
     mut leaf: DirLeaf,
 ) -> FsResult<Change> {
     let p = mt.payload_len();
-    let used = leaf_bytes(&leaf);
+    let used = leaf.bytes_used();
     if leaf.entries.is_empty() {
         mt.free_block(at.block)?;
         return Ok(Change::Removed);
@@ -237,7 +260,7 @@ fn merge_leaf(
     let this_is_left = li == parent.index;
     let other_at = parent.node.entries[if this_is_left { ri } else { li }].child;
     let other = load_leaf(mt.cache, other_at)?;
-    let combined = leaf_bytes(leaf) + leaf_bytes(&other) - LEAF_HEADER_LEN;
+    let combined = leaf.bytes_used() + other.bytes_used() - LEAF_HEADER_LEN;
     if combined > mt.payload_len() * 3 / 4 {
         return Ok(None);
     }
@@ -343,16 +366,3 @@ fn merge_node(
     Ok(Some(Change::AbsorbedNext(r)))
 }
 
-/// `NoSpace` if an insert of `entry_size` bytes under `path` would deepen a
-/// tree already at the maximum depth.
-pub(crate) fn check_room(
-    mt: &MetaTx<'_, '_>,
-    root: &DirRoot,
-    path: &Path,
-    entry_size: usize,
-) -> FsResult<()> {
-    if root.depth >= DIR_MAX_DEPTH && would_deepen(mt, path, entry_size) {
-        return Err(FsError::NoSpace);
-    }
-    Ok(())
-}
