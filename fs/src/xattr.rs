@@ -229,25 +229,15 @@ fn write_chain(
     } else {
         split_blob(blob, p).collect()
     };
-    // Where each piece goes: reused blocks first, then new ones near the
-    // chain's last block.
+    // Where each piece goes: the old blocks in order, then new ones, all
+    // allocated before anything is written (all or none).
+    let goal = old.last().map_or(0, |b| b.at.block);
+    mt.reserve(pieces.len().saturating_sub(old.len()), goal)?;
     let mut homes: Vec<(u64, Option<&ChainBlock>)> = Vec::with_capacity(pieces.len());
     for i in 0..pieces.len() {
         match old.get(i) {
             Some(b) => homes.push((b.at.block, Some(b))),
-            None => {
-                let goal = homes.last().map_or(0, |h| h.0);
-                match mt.alloc_block(goal) {
-                    Ok(block) => homes.push((block, None)),
-                    Err(e) => {
-                        // Give back what this call took; the chain is as it was.
-                        for &(block, _) in homes.iter().filter(|h| h.1.is_none()) {
-                            mt.free_block(block)?;
-                        }
-                        return Err(e);
-                    }
-                }
-            }
+            None => homes.push((mt.alloc_block(goal)?, None)),
         }
     }
     // Last block first: each block records the next one's reference.

@@ -348,3 +348,26 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn running_out_of_blocks_changes_nothing() {
+    let mut s = Stack::new(1024, 4096, 1);
+    s.alloc = dir_support::CountingAlloc::new(1, 11);
+    let mut chain = None;
+    tx(&s, |mt| {
+        xattr::set(mt, &mut chain, b"user.a", &value(5000, 1), SetMode::Upsert).unwrap();
+    });
+    let before = chain;
+    let live = s.alloc.live_count();
+    assert_eq!(live, 6);
+    tx(&s, |mt| {
+        assert!(matches!(
+            xattr::set(mt, &mut chain, b"user.b", &value(5000, 2), SetMode::Upsert),
+            Err(FsError::NoSpace)
+        ));
+    });
+    assert_eq!(chain, before);
+    assert_eq!(s.alloc.live_count(), live);
+    assert_eq!(xattr::list(&s.cache, chain).unwrap(), vec![b"user.a".to_vec()]);
+    assert_eq!(xattr::get(&s.cache, chain, b"user.a").unwrap(), value(5000, 1));
+}
