@@ -59,6 +59,9 @@ pub enum FsError {
     Format(#[from] FormatError),
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// A device cannot be used as a leg of the set (mkfs, mount, fsck).
+    #[error(transparent)]
+    DeviceSet(#[from] crate::devset::DevSetError),
 }
 
 impl From<keelfs_engine::DeviceError> for FsError {

@@ -38,7 +38,8 @@ use parking_lot::Mutex;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// Which kind of request a rule matches.
+/// Which kind of request a rule matches. `Write` also matches
+/// `write_zeroes`, which is a write of zero bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Op {
     Read,
@@ -406,6 +407,26 @@ impl Device for FaultDevice {
         }
     }
 
+    /// A write of zeroes, as far as rules go: `Op::Write` rules match it
+    /// and fire on it as on a write of `len` zero bytes.
+    fn write_zeroes(&self, offset: u64, len: u64) -> DeviceResult<()> {
+        match self.plan(Op::Write, offset, len)? {
+            Some(Fault::Fail) => Err(self.injected(Op::Write, offset)),
+            Some(Fault::Drop) => Ok(()),
+            Some(Fault::Misdirect { to }) => self.inner.write_zeroes(to, len),
+            Some(Fault::FlipBit { offset: byte, bit }) => {
+                self.inner.write_zeroes(offset, len)?;
+                // The rule matched, so `byte` lies inside the range: store
+                // its sector with the one bit flipped.
+                let sector = byte - byte % SECTOR;
+                let mut buf = [0u8; SECTOR as usize];
+                buf[(byte - sector) as usize] ^= 1 << bit;
+                self.inner.write_at(sector, &buf)
+            }
+            None => self.inner.write_zeroes(offset, len),
+        }
+    }
+
     fn discard(&self, offset: u64, len: u64) -> DeviceResult<()> {
         match self.plan(Op::Discard, offset, len)? {
             Some(Fault::Fail) => Err(self.injected(Op::Discard, offset)),
@@ -559,6 +580,45 @@ mod tests {
         dev.flush().unwrap();
         assert_eq!(mem.peek(0, 1024), [[9u8; 512], [0; 512]].concat());
         assert_eq!(mem.flush_count(), 1);
+    }
+
+    #[test]
+    fn write_zeroes_is_a_write_to_the_rules() {
+        let (mem, dev) = setup();
+        mem.poke(0, &[7; 8192]);
+        dev.add_rule(
+            FaultRule::new(Op::Write, Fault::Fail)
+                .range(0..512)
+                .times(1),
+        )
+        .unwrap();
+        assert!(is_injected(&dev.write_zeroes(0, 1024), "write"));
+        assert_eq!(mem.peek(0, 1024), vec![7; 1024]);
+        dev.add_rule(FaultRule::new(Op::Write, Fault::Drop).times(1))
+            .unwrap();
+        dev.write_zeroes(0, 1024).unwrap();
+        assert_eq!(mem.peek(0, 1024), vec![7; 1024]);
+        dev.add_rule(
+            FaultRule::new(
+                Op::Write,
+                Fault::FlipBit {
+                    offset: 700,
+                    bit: 2,
+                },
+            )
+            .times(1),
+        )
+        .unwrap();
+        dev.write_zeroes(0, 2048).unwrap();
+        let got = mem.peek(0, 2048);
+        assert_eq!(got[700], 4);
+        assert_eq!(got.iter().filter(|&&x| x != 0).count(), 1);
+        dev.add_rule(FaultRule::new(Op::Write, Fault::Misdirect { to: 4096 }).times(1))
+            .unwrap();
+        dev.write_zeroes(2048, 1024).unwrap();
+        assert_eq!(mem.peek(2048, 1024), vec![7; 1024]);
+        assert_eq!(mem.peek(4096, 1024), vec![0; 1024]);
+        assert_eq!(mem.peek(5120, 512), vec![7; 512]);
     }
 
     #[test]

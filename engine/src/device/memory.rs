@@ -98,6 +98,13 @@ impl Device for MemDevice {
         d[offset as usize..(offset + len) as usize].fill(0);
         Ok(())
     }
+
+    fn write_zeroes(&self, offset: u64, len: u64) -> DeviceResult<()> {
+        let mut d = self.data.write();
+        check_range(&self.name, d.len() as u64, offset, len)?;
+        d[offset as usize..(offset + len) as usize].fill(0);
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -145,5 +152,23 @@ mod tests {
         let s = d.snapshot();
         assert!(s[512..1536].iter().all(|&x| x == 0));
         assert!(s[..512].iter().all(|&x| x == 9));
+    }
+
+    #[test]
+    fn write_zeroes_zeroes_exactly_the_range() {
+        let d = MemDevice::new("m", 4096);
+        d.write_at(0, &[9u8; 4096]).unwrap();
+        d.write_zeroes(1024, 2048).unwrap();
+        let s = d.snapshot();
+        assert!(s[1024..3072].iter().all(|&x| x == 0));
+        assert!(s[..1024].iter().chain(&s[3072..]).all(|&x| x == 9));
+        assert!(matches!(
+            d.write_zeroes(4096, 512),
+            Err(DeviceError::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            d.write_zeroes(1, 512),
+            Err(DeviceError::Misaligned { .. })
+        ));
     }
 }

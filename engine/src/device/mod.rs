@@ -3,7 +3,8 @@
 //! A [`Device`] is a byte-addressed store in the manner of a block device:
 //! reads and writes at sector-aligned offsets (multiples of [`SECTOR`]), a
 //! `flush` that is a barrier (every write acknowledged before the flush is on
-//! stable storage once the flush returns), `discard`, and a fixed size.
+//! stable storage once the flush returns), `discard`, `write_zeroes` (a
+//! range guaranteed to read back as zeroes), and a fixed size.
 //! Devices know nothing of block sizes, tags or mirrors; the layers above
 //! choose a block size and address blocks as `block * block_size`.
 //!
@@ -25,7 +26,7 @@ mod memory;
 mod recording;
 
 pub use fault::{Fault, FaultDevice, FaultRule, InvalidRule, Op, RuleId};
-pub use file::FileDevice;
+pub use file::{FileDevice, FileOpenOptions};
 pub use memory::MemDevice;
 pub use recording::{CrashPoint, CrashPointError, RecordedOp, RecordingDevice};
 
@@ -60,6 +61,37 @@ pub trait Device: Send + Sync + fmt::Debug {
     fn flush(&self) -> DeviceResult<()>;
     /// The range's contents become undefined (zero on our devices). Advisory.
     fn discard(&self, offset: u64, len: u64) -> DeviceResult<()>;
+    /// Write zeroes over `len` bytes at `offset`: unlike [`Device::discard`],
+    /// the range is guaranteed to read back as zeroes afterwards. Like a
+    /// write, it is durable only after a later `flush`. The default writes
+    /// zero buffers ([`write_zeroes_by_writing`]); implementations may do it
+    /// without moving data (hole punching, BLKZEROOUT), so zeroing a large
+    /// range of a sparse image costs nothing.
+    fn write_zeroes(&self, offset: u64, len: u64) -> DeviceResult<()> {
+        write_zeroes_by_writing(self, offset, len)
+    }
+}
+
+/// Bytes of zeroes written per request by [`write_zeroes_by_writing`].
+pub const ZERO_CHUNK: u64 = 1 << 20;
+
+/// Zero `len` bytes at `offset` of `dev` with ordinary writes of zero
+/// buffers, [`ZERO_CHUNK`] bytes at a time: the fallback of
+/// [`Device::write_zeroes`] for devices with no cheaper way.
+pub fn write_zeroes_by_writing<D: Device + ?Sized>(
+    dev: &D,
+    offset: u64,
+    len: u64,
+) -> DeviceResult<()> {
+    check_range(dev.name(), dev.size(), offset, len)?;
+    let zeroes = vec![0u8; ZERO_CHUNK.min(len) as usize];
+    let mut done = 0;
+    while done < len {
+        let n = (len - done).min(ZERO_CHUNK);
+        dev.write_at(offset + done, &zeroes[..n as usize])?;
+        done += n;
+    }
+    Ok(())
 }
 
 /// A shared handle to a device.

@@ -536,6 +536,22 @@ impl Device for RecordingDevice {
         self.logged(RecordedOp::Flush, || self.inner.flush())
     }
 
+    /// Logged as a write of `len` zero bytes (which is what it is, and what
+    /// a crash cut may lose or tear like any write).
+    fn write_zeroes(&self, offset: u64, len: u64) -> DeviceResult<()> {
+        let zeroes = usize::try_from(len).map_err(|_| DeviceError::OutOfRange {
+            device: self.inner.name().to_string(),
+            offset,
+            len,
+            size: self.inner.size(),
+        })?;
+        let op = RecordedOp::Write {
+            offset,
+            data: Arc::from(vec![0u8; zeroes]),
+        };
+        self.logged(op, || self.inner.write_zeroes(offset, len))
+    }
+
     fn discard(&self, offset: u64, len: u64) -> DeviceResult<()> {
         let op = RecordedOp::Discard { offset, len };
         self.logged(op, || self.inner.discard(offset, len))
@@ -767,6 +783,34 @@ mod tests {
         assert_eq!(b, [fill(0, 1), fill(2, 1), fill(3, 1)].concat());
         assert_eq!(rec.base(), &vec![0xEE; SIZE as usize][..]);
         assert_eq!((rec.name(), rec.size()), ("leg0", SIZE));
+    }
+
+    #[test]
+    fn write_zeroes_is_logged_as_a_write_of_zeroes() {
+        let (mem, rec) = recorder();
+        rec.write_zeroes(SECTOR, 2 * SECTOR).unwrap();
+        assert_eq!(
+            rec.ops(),
+            vec![RecordedOp::Write {
+                offset: SECTOR,
+                data: Arc::from(fill(0, 2)),
+            }]
+        );
+        assert_eq!(
+            mem.peek(0, 4 * SECTOR as usize),
+            [fill(0xEE, 1), fill(0, 2), fill(0xEE, 1)].concat()
+        );
+        // A cut that loses it leaves the old bytes; one that keeps it, zeroes.
+        assert_eq!(
+            sectors_of(&rec.crash_image(1, &[]).unwrap(), 1, 1),
+            fill(0xEE, 1)
+        );
+        assert_eq!(
+            sectors_of(&rec.crash_image(1, &[0]).unwrap(), 1, 2),
+            fill(0, 2)
+        );
+        assert!(rec.write_zeroes(SIZE, SECTOR).is_err());
+        assert_eq!(rec.len(), 1);
     }
 
     #[test]
