@@ -4,9 +4,9 @@
 //! one block: every child is in the data area, claimed once, good on some
 //! leg with the generation its parent records, a node of the level its
 //! parent implies (leaves at level 0); every key lies in the range its
-//! parent gives its subtree and keys increase across leaves; the chain of
-//! next-leaf pointers links the leaves in key order (with their
-//! generations) and ends at the last; the entry count in the inode matches;
+//! parent gives its subtree and keys increase across leaves; a next-leaf
+//! pointer, where a leaf has one (writers store 0, §8), names the next leaf
+//! in key order with its generation; the entry count in the inode matches;
 //! no name appears twice. Names under a block that has no good copy are
 //! lost: the inodes they named are reconnected to lost+found by the
 //! namespace pass. Anything wrong makes repair rebuild the directory from
@@ -59,15 +59,17 @@ impl Checker<'_> {
             self.walk_dir_block(ino, r, root.depth, 0, None, &mut st);
         }
         if !st.lost {
+            // §8: writers store next leaf 0 and readers do not follow it; a
+            // leaf that does name a next leaf must name the right one.
             for i in 0..st.leaves.len() {
                 let want = st.leaves.get(i + 1).map(|l| l.0);
-                if st.leaves[i].1 != want {
-                    let (leaf, next) = st.leaves[i];
+                let (leaf, next) = st.leaves[i];
+                if next.is_some() && next != want {
                     self.dir_problem(
                         ino,
                         &mut st,
                         format!(
-                            "leaf at block {} points to {} as the next leaf, expected {}",
+                            "leaf at block {} points to {} as the next leaf, expected {} or none",
                             leaf.block,
                             describe_ref(next),
                             describe_ref(want)
@@ -276,7 +278,7 @@ pub fn assign_keys(entries: Vec<DirEntry>) -> (Vec<DirEntry>, Vec<DirEntry>) {
 }
 
 /// A fresh B+tree holding `entries` (sorted by key, keys sound and
-/// unique): leaves filled in key order and chained, nodes above them until
+/// unique): leaves filled in key order (next leaf 0, §8), nodes above them until
 /// one block is the root. Every block gets header generation `gen`;
 /// `alloc` gives a free block.
 pub fn build_directory(
@@ -319,11 +321,9 @@ pub fn build_directory(
     let mut blocks = Vec::new();
     let mut level: Vec<(u64, u64)> = Vec::new();
     for (i, group) in groups.into_iter().enumerate() {
+        // §8: writers store next leaf 0 (readers go through the nodes).
         let leaf = DirLeaf {
-            next: leaf_blocks.get(i + 1).map(|&block| BlockRef {
-                block,
-                generation: gen,
-            }),
+            next: None,
             entries: group,
         };
         let mut payload = vec![0u8; payload_len];
