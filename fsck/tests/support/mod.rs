@@ -258,17 +258,20 @@ impl<'f> Tree<'f> {
     /// mkdir `name` in `parent`.
     pub fn mkdir(&self, parent: u64, name: &str) -> u64 {
         let fs = self.fs;
-        let tx = fs.journal().start().unwrap();
-        let cell = fs.create_inode(&tx, 0o040_755, 0, 0, 0, parent).unwrap();
-        {
-            let mut st = cell.write();
-            st.links = 2;
-            fs.store_inode(&tx, &st).unwrap();
-        }
-        self.add_entry(&tx, parent, name, cell.ino(), FileType::Directory);
-        drop(tx);
+        // The handle ends with this block: a commit waits for open handles.
+        let ino = {
+            let tx = fs.journal().start().unwrap();
+            let cell = fs.create_inode(&tx, 0o040_755, 0, 0, 0, parent).unwrap();
+            {
+                let mut st = cell.write();
+                st.links = 2;
+                fs.store_inode(&tx, &st).unwrap();
+            }
+            self.add_entry(&tx, parent, name, cell.ino(), FileType::Directory);
+            cell.ino()
+        };
         fs.journal().commit().unwrap();
-        cell.ino()
+        ino
     }
 
     /// A regular file `name` in `parent` holding `data`.
@@ -284,66 +287,75 @@ impl<'f> Tree<'f> {
     /// A node of `mode` (file, fifo, socket, device) named `name`.
     pub fn node(&self, parent: u64, name: &str, mode: u32) -> u64 {
         let fs = self.fs;
-        let tx = fs.journal().start().unwrap();
-        let rdev = if mode & 0o170_000 == 0o020_000 {
-            0x0103
-        } else {
-            0
+        // The handle ends with this block: a commit waits for open handles.
+        let ino = {
+            let tx = fs.journal().start().unwrap();
+            let rdev = if mode & 0o170_000 == 0o020_000 {
+                0x0103
+            } else {
+                0
+            };
+            let cell = fs.create_inode(&tx, mode, 0, 0, rdev, parent).unwrap();
+            let ft = FileType::from_mode(mode).unwrap();
+            self.add_entry(&tx, parent, name, cell.ino(), ft);
+            cell.ino()
         };
-        let cell = fs.create_inode(&tx, mode, 0, 0, rdev, parent).unwrap();
-        let ft = FileType::from_mode(mode).unwrap();
-        self.add_entry(&tx, parent, name, cell.ino(), ft);
-        drop(tx);
         fs.journal().commit().unwrap();
-        cell.ino()
+        ino
     }
 
     /// A symlink `name` → `target`.
     pub fn symlink(&self, parent: u64, name: &str, target: &str) -> u64 {
         let fs = self.fs;
-        let tx = fs.journal().start().unwrap();
-        let cell = fs
-            .create_symlink(&tx, target.as_bytes(), 0, 0, parent)
-            .unwrap();
-        self.add_entry(&tx, parent, name, cell.ino(), FileType::Symlink);
-        drop(tx);
+        // The handle ends with this block: a commit waits for open handles.
+        let ino = {
+            let tx = fs.journal().start().unwrap();
+            let cell = fs
+                .create_symlink(&tx, target.as_bytes(), 0, 0, parent)
+                .unwrap();
+            self.add_entry(&tx, parent, name, cell.ino(), FileType::Symlink);
+            cell.ino()
+        };
         fs.journal().commit().unwrap();
-        cell.ino()
+        ino
     }
 
     /// A hard link `name` in `parent` to `ino`.
     pub fn link(&self, parent: u64, name: &str, ino: u64) {
         let fs = self.fs;
-        let tx = fs.journal().start().unwrap();
+        // The handle ends with this block: a commit waits for open handles.
         {
-            let cell = fs.inode(ino).unwrap();
-            let mut st = cell.write();
-            st.links += 1;
-            fs.store_inode(&tx, &st).unwrap();
+            let tx = fs.journal().start().unwrap();
+            {
+                let cell = fs.inode(ino).unwrap();
+                let mut st = cell.write();
+                st.links += 1;
+                fs.store_inode(&tx, &st).unwrap();
+            }
+            let ft = fs.inode(ino).unwrap().read().file_type;
+            self.add_entry(&tx, parent, name, ino, ft);
         }
-        let ft = fs.inode(ino).unwrap().read().file_type;
-        self.add_entry(&tx, parent, name, ino, ft);
-        drop(tx);
         fs.journal().commit().unwrap();
     }
 
     /// Sets xattr `name` of `ino`.
     pub fn setxattr(&self, ino: u64, name: &str, value: &[u8]) {
         let fs = self.fs;
-        let tx = fs.journal().start().unwrap();
-        let cell = fs.inode(ino).unwrap();
-        let mut st = cell.write();
-        let mut chain = st.xattr;
-        let mt = MetaTx::new(fs.cache(), &tx, fs.meta_allocator());
-        xattr::set(&mt, &mut chain, name.as_bytes(), value, SetMode::Upsert).unwrap();
-        st.xattr = chain;
-        st.blocks = (st.blocks as i64 + mt.blocks_delta()) as u64;
-        if st.file_type == FileType::Directory {
-            panic!("the test helper keeps directory sizes = B × blocks: no xattrs on them");
+        // The handle ends with this block: a commit waits for open handles.
+        {
+            let tx = fs.journal().start().unwrap();
+            let cell = fs.inode(ino).unwrap();
+            let mut st = cell.write();
+            let mut chain = st.xattr;
+            let mt = MetaTx::new(fs.cache(), &tx, fs.meta_allocator());
+            xattr::set(&mt, &mut chain, name.as_bytes(), value, SetMode::Upsert).unwrap();
+            st.xattr = chain;
+            st.blocks = (st.blocks as i64 + mt.blocks_delta()) as u64;
+            if st.file_type == FileType::Directory {
+                panic!("the test helper keeps directory sizes = B × blocks: no xattrs on them");
+            }
+            fs.store_inode(&tx, &st).unwrap();
         }
-        fs.store_inode(&tx, &st).unwrap();
-        drop(st);
-        drop(tx);
         fs.journal().commit().unwrap();
     }
 }
