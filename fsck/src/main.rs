@@ -201,20 +201,22 @@ fn describe(outcome: &Outcome, opts: &Options, device: &str) -> String {
             }
         }
     } else {
+        for f in first
+            .findings()
+            .iter()
+            .filter(|f| f.severity == Severity::Note)
+        {
+            s.push_str(&finding_line(f));
+        }
         for pass in Pass::ALL {
-            let (errors, notes) = first.counts(pass);
-            if errors + notes == 0 {
+            let (errors, _) = first.counts(pass);
+            if errors == 0 {
                 continue;
             }
             s.push_str(&format!(
-                "{pass} ({}): {errors} problem{}{}\n",
+                "{pass} ({}): {errors} problem{} (-v lists them)\n",
                 pass.title(),
                 if errors == 1 { "" } else { "s" },
-                if notes > 0 {
-                    format!(", {notes} note{}", if notes == 1 { "" } else { "s" })
-                } else {
-                    String::new()
-                }
             ));
         }
         // What is left is always worth a line each.

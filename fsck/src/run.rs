@@ -10,8 +10,10 @@
 //! * `-n`: one check; exit 0 if it found no error, 4 otherwise.
 //! * `-y`/`-p`: a check, a repair, and a check again, up to three rounds
 //!   while fixable errors remain, then a final check-only pass over what is
-//!   on disk. Exit 1 if something was written and the final check is
-//!   clean, 0 if nothing needed writing, 4 if errors remain.
+//!   on disk. Exit 1 if something was corrected (errors, or orphans
+//!   released) and the final check is clean, 0 if nothing needed it (a
+//!   filesystem that was not cleanly unmounted but is sound is only marked
+//!   clean), 4 if errors remain.
 
 use crate::checker::{Checker, FsckError};
 use crate::options::{Mode, Options};
@@ -51,6 +53,8 @@ pub struct Outcome {
     pub usage: Usage,
     /// An operational error, if one ended the run (exit 8).
     pub error: Option<String>,
+    /// Orphan inodes released by the repairs.
+    pub orphans_released: u64,
 }
 
 impl Outcome {
@@ -77,10 +81,32 @@ pub fn fsck_paths<P: AsRef<Path>>(paths: &[P], opts: &Options) -> Outcome {
         read_only: opts.mode == Mode::Check,
         wait_for_lock: false,
     };
-    match open_legs(paths, open) {
-        Ok(devices) => fsck_devices(&devices, opts),
-        Err(e) => operational(e.into()),
+    let mut tries = 0;
+    loop {
+        match open_legs(paths, open) {
+            Ok(devices) => return fsck_devices(&devices, opts),
+            // A lock held for an instant (a process being started holds a
+            // copy of every descriptor until it execs) is waited out; a
+            // mounted filesystem is refused after a second.
+            Err(e) if is_busy(&e) && tries < LOCK_RETRIES => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => return operational(e.into()),
+        }
     }
+}
+
+/// Attempts to take the devices' locks.
+const LOCK_RETRIES: u32 = 20;
+
+fn is_busy(e: &keelfs_fs::error::FsError) -> bool {
+    use keelfs_engine::{DeviceError, EngineError};
+    matches!(
+        e,
+        keelfs_fs::error::FsError::Engine(EngineError::Device(DeviceError::Open { source, .. }))
+            if source.kind() == std::io::ErrorKind::WouldBlock
+    )
 }
 
 /// Checks (and under `-y` repairs) the filesystem on `devices`.
@@ -168,6 +194,7 @@ fn run(devices: &[DeviceRef], opts: &Options) -> Result<Outcome, FsckError> {
     let mut round = 0;
     // `checker` borrows `set`; each round makes its own.
     if work {
+        outcome.orphans_released += checker.plan.orphans_released;
         outcome.repairs.push(repair(&mut checker)?);
         round += 1;
     }
@@ -180,6 +207,7 @@ fn run(devices: &[DeviceRef], opts: &Options) -> Result<Outcome, FsckError> {
         work = has_work(&again);
         if work {
             outcome.reports.push(again.report.clone());
+            outcome.orphans_released += again.plan.orphans_released;
             outcome.repairs.push(repair(&mut again)?);
         }
         round += 1;
@@ -189,7 +217,10 @@ fn run(devices: &[DeviceRef], opts: &Options) -> Result<Outcome, FsckError> {
     last.run()?;
     outcome.usage = usage_of(&last);
     let clean = last.report.is_clean();
-    let written = outcome.blocks_written() > 0;
+    // Marking a sound filesystem clean is not a correction.
+    let first = outcome.first();
+    let written =
+        outcome.blocks_written() > 0 && (first.error_count() > 0 || outcome.orphans_released > 0);
     if !outcome.repairs.is_empty() {
         outcome.reports.push(last.report.clone());
     }

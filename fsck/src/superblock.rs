@@ -107,8 +107,20 @@ impl Checker<'_> {
             );
         }
         if self.sb.state.errors {
+            self.report.error(
+                p,
+                true,
+                "the filesystem is marked as having errors: a repair clears the mark",
+            );
+            self.plan.superblocks = true;
+        }
+        if !self.sb.state.clean_unmount {
             self.report
-                .note(p, "the filesystem is marked as having errors");
+                .note(p, "the filesystem was not cleanly unmounted");
+            if self.mode == crate::options::Mode::Repair {
+                // Marked clean once checked (not a fix by itself).
+                self.plan.superblocks = true;
+            }
         }
         for leg in 0..self.leg_count() {
             for (address, which) in [(0, "primary"), (self.layout.backup_superblock, "backup")] {

@@ -11,55 +11,7 @@
 mod support;
 
 use keelfs_fsck::{Outcome, EXIT_CLEAN, EXIT_CORRECTED, EXIT_UNCORRECTED};
-use std::path::PathBuf;
-use std::sync::OnceLock;
 use support::*;
-
-struct Template {
-    dir: tempfile::TempDir,
-    paths: Vec<PathBuf>,
-    population: Population,
-}
-
-fn template() -> &'static Template {
-    static T: OnceLock<Template> = OnceLock::new();
-    T.get_or_init(|| {
-        let img = Image::new(2, 16 * MIB, 4096);
-        let fs = img.mount();
-        let population = populate(&fs);
-        fs.unmount().unwrap();
-        let Image { dir, paths, .. } = img;
-        Template {
-            dir,
-            paths,
-            population,
-        }
-    })
-}
-
-/// A fresh copy of the template image.
-fn fresh() -> (Image, Population) {
-    let t = template();
-    let dir = tempfile::tempdir().unwrap();
-    let paths: Vec<PathBuf> = t
-        .paths
-        .iter()
-        .map(|p| {
-            let to = dir.path().join(p.file_name().unwrap());
-            std::fs::copy(p, &to).unwrap();
-            to
-        })
-        .collect();
-    let _ = &t.dir;
-    (
-        Image {
-            dir,
-            paths,
-            block_size: 4096,
-        },
-        t.population.clone(),
-    )
-}
 
 fn messages(o: &Outcome) -> String {
     o.first()
@@ -104,7 +56,7 @@ fn check_finds(img: &Image, expect: &str, what: &str) {
 
 /// Damage on one leg: found, repaired, clean after, content intact.
 fn one_leg(block_of: impl Fn(&Image, &Population) -> u64, expect: &str, what: &str) {
-    let (img, p) = fresh();
+    let (img, p) = fresh_populated();
     let block = block_of(&img, &p);
     let before = img.read_block(0, block);
     img.damage(1, block);
@@ -149,7 +101,7 @@ fn all_legs(
     what: &str,
     after: impl Fn(&Image, &Population),
 ) {
-    let (img, p) = fresh();
+    let (img, p) = fresh_populated();
     let block = block_of(&img, &p);
     img.damage_all(block);
     check_finds(&img, expect, what);
@@ -399,7 +351,7 @@ fn data_block() {
     one_leg(at, "data blocks", "data block, one leg");
     // All legs: no good copy anywhere. Reported, left (exit 4 every time),
     // never "repaired" into wrong bytes; everything else stays intact.
-    let (img, p) = fresh();
+    let (img, p) = fresh_populated();
     let block = at(&img, &p);
     img.damage_all(block);
     check_finds(&img, "no good copy", "data block, all legs");

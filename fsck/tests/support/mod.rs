@@ -22,7 +22,7 @@ use keelfs_fsck::{fsck_paths, Options, Outcome};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 pub const KIB: u64 = 1024;
 pub const MIB: u64 = 1024 * KIB;
@@ -65,11 +65,19 @@ impl Image {
         }
     }
 
-    /// The devices, opened (and locked) afresh.
+    /// The devices, opened (and locked) afresh. (Tests run in threads of
+    /// one process: a program another test starts holds copies of every
+    /// descriptor, locks included, until it execs; so the lock is waited
+    /// for.)
     pub fn devices(&self) -> Vec<DeviceRef> {
+        let opts = keelfs_engine::device::FileOpenOptions {
+            read_only: false,
+            lock: true,
+            wait_for_lock: true,
+        };
         self.paths
             .iter()
-            .map(|p| Arc::new(FileDevice::open(p).unwrap()) as DeviceRef)
+            .map(|p| Arc::new(FileDevice::open_with(p, opts).unwrap()) as DeviceRef)
             .collect()
     }
 
@@ -338,6 +346,33 @@ impl<'f> Tree<'f> {
         fs.journal().commit().unwrap();
     }
 
+    /// Removes `name` (naming `ino`) from `parent` and drops that link; an
+    /// open file whose last link goes is put on the orphan list.
+    pub fn unlink(&self, parent: u64, name: &str) {
+        let fs = self.fs;
+        {
+            let tx = fs.journal().start().unwrap();
+            let ino = {
+                let pcell = fs.inode(parent).unwrap();
+                let mut st = pcell.write();
+                let DataArea::Directory(mut root) = st.data.clone() else {
+                    panic!("{parent} is not a directory");
+                };
+                let mt = MetaTx::new(fs.cache(), &tx, fs.meta_allocator());
+                let (ino, _) = dir::remove(&mt, &mut root, name.as_bytes()).unwrap();
+                st.data = DataArea::Directory(root);
+                st.blocks = (st.blocks as i64 + mt.blocks_delta()) as u64;
+                st.size = st.blocks * fs.block_size();
+                fs.store_inode(&tx, &st).unwrap();
+                ino
+            };
+            let cell = fs.inode(ino).unwrap();
+            let mut st = cell.write();
+            fs.drop_link(&tx, &cell, &mut st).unwrap();
+        }
+        fs.journal().commit().unwrap();
+    }
+
     /// Sets xattr `name` of `ino`.
     pub fn setxattr(&self, ino: u64, name: &str, value: &[u8]) {
         let fs = self.fs;
@@ -561,4 +596,87 @@ pub fn tag_of(img: &Image, block: u64) -> Tag {
 /// The path of a test image directory, for messages.
 pub fn show(p: &Path) -> String {
     p.display().to_string()
+}
+
+// ---- one populated image, copied for each test -------------------------------
+
+struct Template {
+    _dir: tempfile::TempDir,
+    paths: Vec<PathBuf>,
+    population: Population,
+}
+
+fn template() -> &'static Template {
+    static T: OnceLock<Template> = OnceLock::new();
+    T.get_or_init(|| {
+        let img = Image::new(2, 16 * MIB, 4096);
+        let fs = img.mount();
+        let population = populate(&fs);
+        fs.unmount().unwrap();
+        let Image { dir, paths, .. } = img;
+        Template {
+            _dir: dir,
+            paths,
+            population,
+        }
+    })
+}
+
+/// A fresh copy of one populated 2-leg image with 4 KiB blocks (built once
+/// per test program through the `Fs` API), and what it holds.
+pub fn fresh_populated() -> (Image, Population) {
+    let t = template();
+    let dir = tempfile::tempdir().unwrap();
+    let paths: Vec<PathBuf> = t
+        .paths
+        .iter()
+        .map(|p| {
+            let to = dir.path().join(p.file_name().unwrap());
+            std::fs::copy(p, &to).unwrap();
+            to
+        })
+        .collect();
+    (
+        Image {
+            dir,
+            paths,
+            block_size: 4096,
+        },
+        t.population.clone(),
+    )
+}
+
+/// The (name, inode) entries of directory `ino`, as leg 0 holds them.
+pub fn dir_entries(img: &Image, ino: u64) -> Vec<(String, u64)> {
+    let (leaves, _) = dir_blocks(img, ino);
+    let mut out = Vec::new();
+    for block in leaves {
+        let b = img.read_block(0, block);
+        for e in DirLeaf::decode(&b[META_HEADER_LEN..]).unwrap().entries {
+            out.push((String::from_utf8_lossy(&e.name).into_owned(), e.inode));
+        }
+    }
+    out
+}
+
+/// Rewrites the root leaf of directory `ino` (depth 0) after `change`
+/// edits it, its tag kept valid, and the entry count in the inode to match.
+pub fn edit_root_leaf(img: &Image, ino: u64, change: impl Fn(&mut DirLeaf)) {
+    let DataArea::Directory(root) = img.inode(ino).data else {
+        panic!("{ino} is not a directory");
+    };
+    assert_eq!(root.depth, 0, "directory {ino} is not a single leaf");
+    let block = root.root.unwrap().block;
+    let count = std::cell::Cell::new(0u64);
+    img.edit_meta(block, |b| {
+        let mut leaf = DirLeaf::decode(&b[META_HEADER_LEN..]).unwrap();
+        change(&mut leaf);
+        count.set(leaf.entries.len() as u64);
+        leaf.encode(&mut b[META_HEADER_LEN..]).unwrap();
+    });
+    img.edit_inode(ino, |i| {
+        if let DataArea::Directory(r) = &mut i.data {
+            r.entry_count = count.get();
+        }
+    });
 }
