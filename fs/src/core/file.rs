@@ -191,9 +191,23 @@ impl Fs {
                 state.inode.size = bytes.len() as u64;
                 Ok(data.len())
             }
-            _ => self
-                .make_extents(tx, state)
-                .and_then(|()| self.write_extents(tx, state, offset, data)),
+            DataArea::Inline(bytes) => {
+                // Moving to extents: undone if not even the first piece
+                // could be written, so a failed write leaves the file
+                // inline as it was.
+                let old = std::mem::take(bytes);
+                state.inode.data = DataArea::Inline(old.clone());
+                let result = self
+                    .make_extents(tx, state)
+                    .and_then(|()| self.write_extents(tx, state, offset, data));
+                if result.is_err()
+                    && matches!(&state.inode.data, DataArea::Extents(root) if root.is_empty())
+                {
+                    state.inode.data = DataArea::Inline(old);
+                }
+                result
+            }
+            _ => self.write_extents(tx, state, offset, data),
         };
         if let Ok(written) = result {
             state.size = state.size.max(offset + written as u64);
