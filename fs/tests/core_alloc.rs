@@ -7,7 +7,6 @@
 mod core_support;
 
 use core_support::*;
-use keelfs_fs::alloc::MetaAllocator;
 use keelfs_fs::core::meta::payload_mut;
 use keelfs_fs::error::FsError;
 use keelfs_fs::format::bitmap::set_bit;

@@ -13,6 +13,9 @@ use std::sync::Arc;
 
 const THREADS: u64 = 4;
 
+/// What one thread allocated: inodes and (first, count) block runs.
+type Allocated = (Vec<u64>, Vec<(u64, u64)>);
+
 fn mount_bg(legs: &Legs) -> Arc<Fs> {
     let params = MountParams {
         cache_bytes: 1 << 20,
@@ -123,7 +126,7 @@ fn writers_to_disjoint_ranges_of_one_file_and_readers() {
 fn concurrent_inode_creation_and_block_allocation_never_share() {
     let legs = Legs::mem(2, 32 * MIB, &opts(1024));
     let fs = mount_bg(&legs);
-    let results: Vec<(Vec<u64>, Vec<(u64, u64)>)> = std::thread::scope(|s| {
+    let results: Vec<Allocated> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..THREADS)
             .map(|t| {
                 let fs = &fs;
