@@ -19,46 +19,42 @@ fn runs_start_at_the_goal_and_freed_blocks_wait_for_the_commit() {
     let fs = legs.mount();
     let start = fs.layout().data.start;
     let goal = start + 100;
-    let tx = fs.journal().start().unwrap();
-    assert_eq!(fs.blocks().alloc_blocks(&tx, goal, 10).unwrap(), (goal, 10));
-    assert_eq!(
-        fs.blocks().alloc_blocks(&tx, goal, 5).unwrap(),
-        (goal + 10, 5)
-    );
-    // A run stops at the next used block.
-    assert_eq!(
-        fs.blocks().alloc_blocks(&tx, goal - 3, 10).unwrap(),
-        (goal - 3, 3)
-    );
-    let free = fs.blocks().free_blocks();
-    fs.blocks().free_blocks_in(&tx, goal, 10).unwrap();
-    assert_eq!(fs.blocks().free_blocks(), free + 10, "counted free at once");
-    // ... but not handed out before the commit.
-    let (b, n) = fs.blocks().alloc_blocks(&tx, goal, 4).unwrap();
-    assert!(
-        b >= goal + 15,
-        "got {b}+{n}, freed blocks reused before the commit"
-    );
-    // Freeing a free block is corruption and changes nothing.
-    assert!(matches!(
-        fs.blocks().free_blocks_in(&tx, goal + 2, 1),
-        Err(FsError::Corrupt(_))
-    ));
-    // Blocks outside the data area are never freed.
-    assert!(matches!(
-        fs.blocks().free_blocks_in(&tx, 3, 1),
-        Err(FsError::Corrupt(_))
-    ));
+    {
+        let tx = fs.journal().start().unwrap();
+        let blocks = fs.blocks();
+        assert_eq!(blocks.alloc_blocks(&tx, goal, 10).unwrap(), (goal, 10));
+        assert_eq!(blocks.alloc_blocks(&tx, goal, 5).unwrap(), (goal + 10, 5));
+        // A run stops at the next used block.
+        assert_eq!(
+            blocks.alloc_blocks(&tx, goal - 3, 10).unwrap(),
+            (goal - 3, 3)
+        );
+        let free = blocks.free_blocks();
+        blocks.free_blocks_in(&tx, goal, 10).unwrap();
+        assert_eq!(blocks.free_blocks(), free + 10, "counted free at once");
+        // ... but not handed out before the commit.
+        let (b, n) = blocks.alloc_blocks(&tx, goal, 4).unwrap();
+        assert!(
+            b >= goal + 15,
+            "got {b}+{n}: freed blocks reused before the commit"
+        );
+        // Freeing a free block is corruption and changes nothing.
+        let twice = blocks.free_blocks_in(&tx, goal + 2, 1);
+        assert!(matches!(twice, Err(FsError::Corrupt(_))));
+        // Blocks outside the data area are never freed.
+        let fixed = blocks.free_blocks_in(&tx, 3, 1);
+        assert!(matches!(fixed, Err(FsError::Corrupt(_))));
+    }
     fs.journal().commit().unwrap();
-    let tx = fs.journal().start().unwrap();
-    assert_eq!(fs.blocks().alloc_blocks(&tx, goal, 10).unwrap(), (goal, 10));
-    // unalloc gives blocks back at once.
-    let (u, un) = fs.blocks().alloc_blocks(&tx, start + 500, 3).unwrap();
-    fs.blocks().unalloc_blocks(&tx, u, un).unwrap();
-    assert_eq!(
-        fs.blocks().alloc_blocks(&tx, start + 500, 3).unwrap(),
-        (u, un)
-    );
+    {
+        let tx = fs.journal().start().unwrap();
+        let blocks = fs.blocks();
+        assert_eq!(blocks.alloc_blocks(&tx, goal, 10).unwrap(), (goal, 10));
+        // unalloc gives blocks back at once.
+        let (u, un) = blocks.alloc_blocks(&tx, start + 500, 3).unwrap();
+        blocks.unalloc_blocks(&tx, u, un).unwrap();
+        assert_eq!(blocks.alloc_blocks(&tx, start + 500, 3).unwrap(), (u, un));
+    }
     fs.unmount().unwrap();
 }
 
@@ -66,14 +62,19 @@ fn runs_start_at_the_goal_and_freed_blocks_wait_for_the_commit() {
 fn freeing_a_metadata_block_revokes_it() {
     let legs = Legs::small();
     let fs = legs.mount();
-    let tx = fs.journal().start().unwrap();
-    let block = fs.meta_allocator().alloc_meta(&tx, 0).unwrap();
-    keelfs_fs::core::meta::init_meta(fs.cache(), &tx, block, keelfs_fs::format::BlockKind::Xattr)
-        .unwrap();
+    let block = {
+        let tx = fs.journal().start().unwrap();
+        let block = fs.meta_allocator().alloc_meta(&tx, 0).unwrap();
+        let kind = keelfs_fs::format::BlockKind::Xattr;
+        keelfs_fs::core::meta::init_meta(fs.cache(), &tx, block, kind).unwrap();
+        block
+    };
     fs.journal().commit().unwrap();
     assert!(fs.cache().is_cached(block));
-    let tx = fs.journal().start().unwrap();
-    fs.meta_allocator().free_meta(&tx, block).unwrap();
+    {
+        let tx = fs.journal().start().unwrap();
+        fs.meta_allocator().free_meta(&tx, block).unwrap();
+    }
     fs.journal().commit().unwrap();
     assert!(
         !fs.cache().is_cached(block),

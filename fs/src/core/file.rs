@@ -40,8 +40,19 @@ use super::time;
 use super::Fs;
 use crate::error::{FsError, FsResult};
 use crate::format::inode::INLINE_MAX;
-use crate::format::{DataArea, ExtentLeaf, ExtentNode, FileType};
+use crate::format::{DataArea, ExtentLeaf, ExtentNode, FileType, Tag};
 use crate::journal::TxHandle;
+
+/// Logs the intents of one overwrite (block, old tag, new tag) before it
+/// happens, as one batch. (The interim journal takes them one by one and
+/// cannot fail; the redo journal's `log_intents` takes the batch and
+/// returns once it is durable — this is the one place to switch.)
+fn log_intents(tx: &TxHandle<'_>, intents: &[(u64, Tag, Tag)]) -> FsResult<()> {
+    for &(block, old, new) in intents {
+        tx.data_intent(block, old, new);
+    }
+    Ok(())
+}
 
 /// The largest file size (Linux's `loff_t` limit).
 pub const MAX_FILE_SIZE: u64 = i64::MAX as u64;
@@ -436,11 +447,14 @@ impl Fs {
         let old = self.tags.load(physical, count)?;
         let gen = tx.data_gen();
         let new = self.volume.data_tags(physical, gen, bytes);
-        for (i, (o, n)) in old.iter().zip(&new).enumerate() {
-            if o.gen != gen {
-                tx.data_intent(physical + i as u64, *o, *n);
-            }
-        }
+        let intents: Vec<(u64, Tag, Tag)> = old
+            .iter()
+            .zip(&new)
+            .enumerate()
+            .filter(|(_, (o, _))| o.gen != gen)
+            .map(|(i, (o, n))| (physical + i as u64, *o, *n))
+            .collect();
+        log_intents(tx, &intents)?;
         let failed = self.volume.write_data_tagged(physical, bytes, &new)?;
         if !failed.is_clear() {
             log::warn!(
