@@ -27,7 +27,10 @@
 //!   blocks claims depth + 2 blocks from the allocator before changing
 //!   anything (a split adds at most one node per level plus one for growing
 //!   the root); without them it fails with `NoSpace` and the tree is as it
-//!   was. Removing a range to the end of the file never needs a block.
+//!   was. An insert that merges into its neighbour or lands in a leaf with
+//!   room, and a removal that splits no extent (truncation, for one), need
+//!   no block and claim none, so the last free blocks of a full
+//!   filesystem can still be appended to and files can always be deleted.
 //! * Every block changed goes through `tx.write`; the caller stores the
 //!   inode, whose data area holds the root, and adds
 //!   [`TreeWriter::node_blocks_delta`] to the inode's block count.
@@ -490,12 +493,57 @@ impl<'a, 't> TreeWriter<'a, 't> {
         Ok(())
     }
 
+    /// How many new node blocks inserting `extent` may need: none when it
+    /// merges with a neighbour in its leaf or the leaf has room; else one
+    /// per full node from the leaf up, plus one when the root is full too.
+    fn blocks_for_insert(&self, root: &ExtentNode, extent: &ExtentLeaf) -> FsResult<u64> {
+        let cap = self.block_capacity();
+        let mut path_full: Vec<bool> = Vec::new();
+        let mut node_owned: Option<ExtentNode> = None;
+        loop {
+            let node = node_owned.as_ref().unwrap_or(root);
+            let is_root = node_owned.is_none();
+            let full = node.len()
+                >= if is_root {
+                    usize::from(ROOT_CAPACITY)
+                } else {
+                    cap
+                };
+            path_full.push(full);
+            match node {
+                ExtentNode::Leaf(entries) => {
+                    let pos = entries.partition_point(|e| e.logical < extent.logical);
+                    let mut probe = entries.clone();
+                    probe.insert(pos, *extent);
+                    if merge_at(&mut probe, pos) != pos || probe.len() <= entries.len() {
+                        return Ok(0);
+                    }
+                    break;
+                }
+                ExtentNode::Index { depth, entries } => {
+                    let i = entries
+                        .partition_point(|e| e.logical <= extent.logical)
+                        .saturating_sub(1);
+                    node_owned = Some(load_node(self.cache, entries[i].child, depth - 1)?);
+                }
+            }
+        }
+        let full_from_leaf = path_full.iter().rev().take_while(|&&f| f).count() as u64;
+        Ok(if full_from_leaf == 0 {
+            0
+        } else {
+            full_from_leaf + 1
+        })
+    }
+
     /// Adds `extent` (which must lie in a hole) to the tree.
     pub fn insert(&mut self, root: &mut ExtentNode, extent: ExtentLeaf) -> FsResult<()> {
         if extent.length == 0 || extent.length > EXTENT_MAX_LEN || extent.physical == 0 {
             return Err(FsError::Invalid(format!("bad extent {extent:?}")));
         }
-        self.reserve(root)?;
+        if self.blocks_for_insert(root, &extent)? > 0 {
+            self.reserve(root)?;
+        }
         self.goal = extent.physical;
         let result = self
             .insert_rec(root.clone(), extent)
