@@ -39,8 +39,22 @@ fn set_get_list_remove() {
     tx(&s, |mt| {
         xattr::set(mt, &mut chain, b"user.a", b"one", SetMode::Upsert).unwrap();
         xattr::set(mt, &mut chain, b"trusted.t", b"", SetMode::Upsert).unwrap();
-        xattr::set(mt, &mut chain, b"system.posix_acl_access", &acl, SetMode::Upsert).unwrap();
-        xattr::set(mt, &mut chain, b"security.selinux", b"ctx\0", SetMode::Upsert).unwrap();
+        xattr::set(
+            mt,
+            &mut chain,
+            b"system.posix_acl_access",
+            &acl,
+            SetMode::Upsert,
+        )
+        .unwrap();
+        xattr::set(
+            mt,
+            &mut chain,
+            b"security.selinux",
+            b"ctx\0",
+            SetMode::Upsert,
+        )
+        .unwrap();
         xattr::set(mt, &mut chain, b"user.a", b"uno", SetMode::Upsert).unwrap();
         assert_eq!(mt.blocks_delta(), 1);
     });
@@ -71,7 +85,11 @@ fn set_get_list_remove() {
         Err(FsError::NoAttr)
     ));
     tx(&s, |mt| {
-        for n in [&b"user.a"[..], b"system.posix_acl_access", b"security.selinux"] {
+        for n in [
+            &b"user.a"[..],
+            b"system.posix_acl_access",
+            b"security.selinux",
+        ] {
             xattr::remove(mt, &mut chain, n).unwrap();
         }
         assert_eq!(mt.blocks_delta(), -1);
@@ -122,7 +140,10 @@ fn bad_names_and_values() {
         assert!(matches!(set(b"user.a\0b", 1), Err(FsError::Invalid(_))));
         assert!(matches!(set(b"other.a", 1), Err(FsError::NotSupported)));
         assert!(matches!(set(b"user", 1), Err(FsError::NotSupported)));
-        assert!(matches!(set(b"user.big", 65537), Err(FsError::ValueTooLarge)));
+        assert!(matches!(
+            set(b"user.big", 65537),
+            Err(FsError::ValueTooLarge)
+        ));
         set(b"user.big", 65536).unwrap();
         set(&longest, 0).unwrap();
         set(b"system.other", 3).unwrap();
@@ -176,7 +197,14 @@ fn a_change_rewrites_only_the_blocks_up_to_the_last_changed_one() {
     let mut chain = None;
     tx(&s, |mt| {
         xattr::set(mt, &mut chain, b"user.first", b"aaaa", SetMode::Upsert).unwrap();
-        xattr::set(mt, &mut chain, b"user.rest", &value(20_000, 3), SetMode::Upsert).unwrap();
+        xattr::set(
+            mt,
+            &mut chain,
+            b"user.rest",
+            &value(20_000, 3),
+            SetMode::Upsert,
+        )
+        .unwrap();
     });
     s.drop_cache();
     let before = chain;
@@ -207,15 +235,34 @@ fn the_blob_is_capped() {
     tx(&s, |mt| {
         for i in 0..3 {
             let name = format!("user.v{i}");
-            xattr::set(mt, &mut chain, name.as_bytes(), &value(65536, i), SetMode::Upsert)
-                .unwrap();
+            xattr::set(
+                mt,
+                &mut chain,
+                name.as_bytes(),
+                &value(65536, i),
+                SetMode::Upsert,
+            )
+            .unwrap();
         }
         assert!(matches!(
-            xattr::set(mt, &mut chain, b"user.v3", &value(65536, 3), SetMode::Upsert),
+            xattr::set(
+                mt,
+                &mut chain,
+                b"user.v3",
+                &value(65536, 3),
+                SetMode::Upsert
+            ),
             Err(FsError::NoSpace)
         ));
         // Nothing changed by the refusal; smaller values still fit.
-        xattr::set(mt, &mut chain, b"user.v3", &value(60000, 3), SetMode::Upsert).unwrap();
+        xattr::set(
+            mt,
+            &mut chain,
+            b"user.v3",
+            &value(60000, 3),
+            SetMode::Upsert,
+        )
+        .unwrap();
     });
     assert_eq!(xattr::list(&s.cache, chain).unwrap().len(), 4);
 }
@@ -368,6 +415,12 @@ fn running_out_of_blocks_changes_nothing() {
     });
     assert_eq!(chain, before);
     assert_eq!(s.alloc.live_count(), live);
-    assert_eq!(xattr::list(&s.cache, chain).unwrap(), vec![b"user.a".to_vec()]);
-    assert_eq!(xattr::get(&s.cache, chain, b"user.a").unwrap(), value(5000, 1));
+    assert_eq!(
+        xattr::list(&s.cache, chain).unwrap(),
+        vec![b"user.a".to_vec()]
+    );
+    assert_eq!(
+        xattr::get(&s.cache, chain, b"user.a").unwrap(),
+        value(5000, 1)
+    );
 }

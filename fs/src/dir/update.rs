@@ -365,4 +365,3 @@ fn merge_node(
     parent.index = li;
     Ok(Some(Change::AbsorbedNext(r)))
 }
-
