@@ -8,16 +8,13 @@
 
 use keelfs_engine::device::{DeviceRef, FileDevice};
 use keelfs_engine::integrity::{meta_seal, Tag};
-use keelfs_fs::core::{Fs, MountParams};
-use keelfs_fs::dir;
+use keelfs_fs::core::{Caller, Fs, MountParams};
 use keelfs_fs::format::superblock::ROOT_INODE;
 use keelfs_fs::format::{
-    DataArea, DirLeaf, DirNode, ExtentNode, FileType, Inode, InodeSlot, Layout, Superblock,
-    META_HEADER_LEN,
+    DataArea, DirLeaf, DirNode, ExtentNode, Inode, InodeSlot, Layout, Superblock, META_HEADER_LEN,
 };
-use keelfs_fs::meta_tx::MetaTx;
 use keelfs_fs::mkfs::{format, MkfsOptions};
-use keelfs_fs::xattr::{self, SetMode};
+use keelfs_fs::xattr;
 use keelfs_fsck::{fsck_paths, Options, Outcome};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -226,8 +223,8 @@ pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
 
 // ---- building trees through the Fs API ------------------------------------
 
-/// Namespace operations on a mounted `Fs`, built from the fs core and the
-/// directory and xattr modules (one transaction each, committed).
+/// Namespace operations on a mounted `Fs` (its own: mkdir, mknod, symlink,
+/// link, unlink, setxattr), as root, each committed.
 pub struct Tree<'f> {
     pub fs: &'f Fs,
 }
@@ -237,49 +234,14 @@ impl<'f> Tree<'f> {
         Tree { fs }
     }
 
-    /// Adds `name` → `ino` to directory `parent` in `tx`.
-    fn add_entry(
-        &self,
-        tx: &keelfs_fs::journal::TxHandle<'_>,
-        parent: u64,
-        name: &str,
-        ino: u64,
-        file_type: FileType,
-    ) {
-        let fs = self.fs;
-        let cell = fs.inode(parent).unwrap();
-        let mut st = cell.write();
-        let DataArea::Directory(mut root) = st.data.clone() else {
-            panic!("{parent} is not a directory");
-        };
-        let mt = MetaTx::new(fs.cache(), tx, fs.meta_allocator());
-        dir::insert(&mt, &mut root, name.as_bytes(), ino, file_type).unwrap();
-        st.data = DataArea::Directory(root);
-        st.blocks = (st.blocks as i64 + mt.blocks_delta()) as u64;
-        st.size = st.blocks * fs.block_size();
-        if file_type == FileType::Directory {
-            st.links += 1;
-        }
-        fs.store_inode(tx, &st).unwrap();
-    }
-
     /// mkdir `name` in `parent`.
     pub fn mkdir(&self, parent: u64, name: &str) -> u64 {
-        let fs = self.fs;
-        // The handle ends with this block: a commit waits for open handles.
-        let ino = {
-            let tx = fs.journal().start().unwrap();
-            let cell = fs.create_inode(&tx, 0o040_755, 0, 0, 0, parent).unwrap();
-            {
-                let mut st = cell.write();
-                st.links = 2;
-                fs.store_inode(&tx, &st).unwrap();
-            }
-            self.add_entry(&tx, parent, name, cell.ino(), FileType::Directory);
-            cell.ino()
-        };
-        fs.journal().commit().unwrap();
-        ino
+        let attr = self
+            .fs
+            .mkdir(parent, name.as_bytes(), 0o755, Caller::ROOT)
+            .unwrap();
+        self.fs.journal().commit().unwrap();
+        attr.ino
     }
 
     /// A regular file `name` in `parent` holding `data`.
@@ -294,104 +256,48 @@ impl<'f> Tree<'f> {
 
     /// A node of `mode` (file, fifo, socket, device) named `name`.
     pub fn node(&self, parent: u64, name: &str, mode: u32) -> u64 {
-        let fs = self.fs;
-        // The handle ends with this block: a commit waits for open handles.
-        let ino = {
-            let tx = fs.journal().start().unwrap();
-            let rdev = if mode & 0o170_000 == 0o020_000 {
-                0x0103
-            } else {
-                0
-            };
-            let cell = fs.create_inode(&tx, mode, 0, 0, rdev, parent).unwrap();
-            let ft = FileType::from_mode(mode).unwrap();
-            self.add_entry(&tx, parent, name, cell.ino(), ft);
-            cell.ino()
+        let rdev = if mode & 0o170_000 == 0o020_000 {
+            0x0103
+        } else {
+            0
         };
-        fs.journal().commit().unwrap();
-        ino
+        let attr = self
+            .fs
+            .mknod(parent, name.as_bytes(), mode, rdev, Caller::ROOT)
+            .unwrap();
+        self.fs.journal().commit().unwrap();
+        attr.ino
     }
 
     /// A symlink `name` → `target`.
     pub fn symlink(&self, parent: u64, name: &str, target: &str) -> u64 {
-        let fs = self.fs;
-        // The handle ends with this block: a commit waits for open handles.
-        let ino = {
-            let tx = fs.journal().start().unwrap();
-            let cell = fs
-                .create_symlink(&tx, target.as_bytes(), 0, 0, parent)
-                .unwrap();
-            self.add_entry(&tx, parent, name, cell.ino(), FileType::Symlink);
-            cell.ino()
-        };
-        fs.journal().commit().unwrap();
-        ino
+        let attr = self
+            .fs
+            .symlink(parent, name.as_bytes(), target.as_bytes(), Caller::ROOT)
+            .unwrap();
+        self.fs.journal().commit().unwrap();
+        attr.ino
     }
 
     /// A hard link `name` in `parent` to `ino`.
     pub fn link(&self, parent: u64, name: &str, ino: u64) {
-        let fs = self.fs;
-        // The handle ends with this block: a commit waits for open handles.
-        {
-            let tx = fs.journal().start().unwrap();
-            {
-                let cell = fs.inode(ino).unwrap();
-                let mut st = cell.write();
-                st.links += 1;
-                fs.store_inode(&tx, &st).unwrap();
-            }
-            let ft = fs.inode(ino).unwrap().read().file_type;
-            self.add_entry(&tx, parent, name, ino, ft);
-        }
-        fs.journal().commit().unwrap();
+        self.fs.link(ino, parent, name.as_bytes()).unwrap();
+        self.fs.journal().commit().unwrap();
     }
 
-    /// Removes `name` (naming `ino`) from `parent` and drops that link; an
-    /// open file whose last link goes is put on the orphan list.
+    /// Removes `name` from `parent` (an open file whose last link goes is
+    /// put on the orphan list).
     pub fn unlink(&self, parent: u64, name: &str) {
-        let fs = self.fs;
-        {
-            let tx = fs.journal().start().unwrap();
-            let ino = {
-                let pcell = fs.inode(parent).unwrap();
-                let mut st = pcell.write();
-                let DataArea::Directory(mut root) = st.data.clone() else {
-                    panic!("{parent} is not a directory");
-                };
-                let mt = MetaTx::new(fs.cache(), &tx, fs.meta_allocator());
-                let (ino, _) = dir::remove(&mt, &mut root, name.as_bytes()).unwrap();
-                st.data = DataArea::Directory(root);
-                st.blocks = (st.blocks as i64 + mt.blocks_delta()) as u64;
-                st.size = st.blocks * fs.block_size();
-                fs.store_inode(&tx, &st).unwrap();
-                ino
-            };
-            let cell = fs.inode(ino).unwrap();
-            let mut st = cell.write();
-            fs.drop_link(&tx, &cell, &mut st).unwrap();
-        }
-        fs.journal().commit().unwrap();
+        self.fs
+            .unlink(parent, name.as_bytes(), Caller::ROOT)
+            .unwrap();
+        self.fs.journal().commit().unwrap();
     }
 
     /// Sets xattr `name` of `ino`.
     pub fn setxattr(&self, ino: u64, name: &str, value: &[u8]) {
-        let fs = self.fs;
-        // The handle ends with this block: a commit waits for open handles.
-        {
-            let tx = fs.journal().start().unwrap();
-            let cell = fs.inode(ino).unwrap();
-            let mut st = cell.write();
-            let mut chain = st.xattr;
-            let mt = MetaTx::new(fs.cache(), &tx, fs.meta_allocator());
-            xattr::set(&mt, &mut chain, name.as_bytes(), value, SetMode::Upsert).unwrap();
-            st.xattr = chain;
-            st.blocks = (st.blocks as i64 + mt.blocks_delta()) as u64;
-            if st.file_type == FileType::Directory {
-                panic!("the test helper keeps directory sizes = B × blocks: no xattrs on them");
-            }
-            fs.store_inode(&tx, &st).unwrap();
-        }
-        fs.journal().commit().unwrap();
+        self.fs.setxattr(ino, name.as_bytes(), value, 0).unwrap();
+        self.fs.journal().commit().unwrap();
     }
 }
 
