@@ -338,6 +338,7 @@ impl<'a> Checker<'a> {
         self.check_inode_sizes();
         self.check_bitmaps();
         self.check_counts();
+        self.judge_errors_mark();
         self.progress.finish();
         Ok(())
     }

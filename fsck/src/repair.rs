@@ -594,7 +594,9 @@ impl Repair {
         }
     }
 
-    /// Step 7a: the journal superblock, next transaction G + 1.
+    /// Step 7a: the journal superblock: an empty ring whose next
+    /// transaction is G + 1 (its header generation is its oldest sequence,
+    /// as the journal writes it, so generations only grow).
     fn write_journal_superblock(&mut self, c: &Checker<'_>) -> Result<(), FsckError> {
         let mut jsb = c
             .journal_sb
@@ -602,13 +604,17 @@ impl Repair {
         jsb.oldest_sequence = self.gen + 1;
         let mut payload = vec![0u8; c.layout.payload_len()];
         jsb.encode(&mut payload)?;
-        self.write_meta(
+        let gen = self.gen;
+        self.gen = jsb.oldest_sequence;
+        let written = self.write_meta(
             c,
             JOURNAL_SUPERBLOCK_BLOCK,
             BlockKind::JournalSuperblock,
             &payload,
             "the journal superblock",
-        )
+        );
+        self.gen = gen;
+        written
     }
 
     /// Step 7b: every leg's superblocks.

@@ -159,6 +159,7 @@ fn run(devices: &[DeviceRef], opts: &Options) -> Result<Outcome, FsckError> {
         quick.check_superblocks()?;
         quick.check_journal()?;
         let state = set.superblock().state;
+        // (The "errors" mark forces a check.)
         if quick.report.is_clean() && state.clean_unmount && !state.errors {
             let sb = set.superblock();
             let l = sb.layout;

@@ -106,14 +106,8 @@ impl Checker<'_> {
                 "the filesystem has read-only-compatible features this fsck.keelfs does not know",
             );
         }
-        if self.sb.state.errors {
-            self.report.error(
-                p,
-                true,
-                "the filesystem is marked as having errors: a repair clears the mark",
-            );
-            self.plan.superblocks = true;
-        }
+        // The "errors" mark is judged once the whole check is done
+        // (`judge_errors_mark`).
         if !self.sb.state.clean_unmount {
             self.report
                 .note(p, "the filesystem was not cleanly unmounted");
@@ -135,6 +129,31 @@ impl Checker<'_> {
             }
         }
         Ok(())
+    }
+
+    /// The state's "errors" mark, once every pass has run: right while
+    /// errors that cannot be fixed remain (a note), an error otherwise (a
+    /// repair clears it).
+    pub fn judge_errors_mark(&mut self) {
+        if !self.sb.state.errors {
+            return;
+        }
+        let left = self.report.unfixable_count();
+        if left > 0 {
+            self.report.note(
+                Pass::Superblocks,
+                format!(
+                    "the filesystem is marked as having errors, rightly: {left} cannot be fixed"
+                ),
+            );
+        } else {
+            self.report.error(
+                Pass::Superblocks,
+                true,
+                "the filesystem is marked as having errors: a repair clears the mark",
+            );
+        }
+        self.plan.superblocks = true;
     }
 
     /// What is wrong with the superblock copy at `address` on `leg`, if
