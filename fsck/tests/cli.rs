@@ -167,3 +167,42 @@ fn a_mounted_filesystem_is_refused() {
     assert!(stderr(&o).contains("in use"), "{}", stderr(&o));
     fs.unmount().unwrap();
 }
+
+#[test]
+fn fsck_t_keelfs_runs_it() {
+    // fsck(8) runs fsck.TYPE found on its search path (which ends with
+    // $PATH); skip where util-linux fsck is not installed.
+    let Some(fsck) = ["/usr/sbin/fsck", "/sbin/fsck"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+    else {
+        return;
+    };
+    let img = Image::new(1, 8 * MIB, 4096);
+    let bin = img.dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_fsck-keelfs"), bin.join("fsck.keelfs")).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let o = std::process::Command::new(fsck)
+        .env("PATH", path)
+        .args(["-t", "keelfs", "-n", "-f"])
+        .arg(&img.paths[0])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("clean"), "{}", stdout(&o));
+    img.damage(0, img.layout().inode_table.start);
+    let o = std::process::Command::new(fsck)
+        .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+        .args(["-t", "keelfs", "-y", "-f"])
+        .arg(&img.paths[0])
+        .output()
+        .unwrap();
+    // One leg, no good copy of that inode-table block: its inodes (the
+    // root's) are lost; the repair makes a new root.
+    assert_eq!(code(&o), 1, "{}{}", stdout(&o), stderr(&o));
+}

@@ -110,3 +110,61 @@ fn three_legs_heal_from_the_one_good_copy() {
     verify_population(&fs, &p);
     fs.unmount().unwrap();
 }
+
+#[test]
+fn a_lost_write_is_found_by_its_generation() {
+    let (img, p) = fresh_populated();
+    // The small directory's leaf as it is now, then a change to it.
+    let leaf = dir_blocks(&img, p.small_dir).0[0];
+    let old = img.read_block(1, leaf);
+    let fs = img.mount();
+    Tree::new(&fs).file(p.small_dir, "late", b"written after");
+    fs.unmount().unwrap();
+    assert_eq!(dir_blocks(&img, p.small_dir).0[0], leaf, "changed in place");
+    // Leg 1 "lost" the write: it still holds the old, well-sealed leaf.
+    img.write_block(1, leaf, &old);
+    let o = img.check();
+    assert_eq!(o.exit_code, EXIT_UNCORRECTED);
+    assert!(o.first().mentions("expected"), "{}", messages(&o));
+    let o = img.repair();
+    assert_eq!(o.exit_code, EXIT_CORRECTED, "{:?}", o.last().findings());
+    assert!(img.read_block(1, leaf) == img.read_block(0, leaf));
+    assert_eq!(img.check().exit_code, EXIT_CLEAN);
+    assert!(dir_entries(&img, p.small_dir).iter().any(|e| e.0 == "late"));
+}
+
+#[test]
+fn a_crash_after_commit_leaves_a_clean_filesystem() {
+    let (img, p) = fresh_populated();
+    let fs = img.mount();
+    let t = Tree::new(&fs);
+    let d = t.mkdir(ROOT_INODE, "after");
+    for i in 0..10 {
+        t.file(d, &format!("x{i}"), &pattern(i, 5000));
+    }
+    fs.journal().commit().unwrap();
+    drop(fs); // a crash: not unmounted, summary counts not written
+    assert!(!img.superblock().state.clean_unmount);
+    let o = img.check();
+    assert_eq!(o.exit_code, EXIT_CLEAN, "{}", messages(&o));
+    assert!(o
+        .first()
+        .findings()
+        .iter()
+        .any(|f| f.message.contains("not cleanly")));
+    // A repair only marks it clean: nothing was wrong.
+    let o = img.repair();
+    assert_eq!(o.exit_code, EXIT_CLEAN, "{:?}", o.last().findings());
+    assert!(img.superblock().state.clean_unmount);
+    let o = fsck_paths(
+        &img.paths,
+        &Options {
+            force: false,
+            ..Options::check()
+        },
+    );
+    assert!(o.skipped_clean);
+    let fs = img.mount();
+    verify_population(&fs, &p);
+    fs.unmount().unwrap();
+}

@@ -309,3 +309,34 @@ fn wrong_free_counts() {
     found_and_fixed(&img, "free blocks");
     intact(&img, &p);
 }
+
+#[test]
+fn inode_in_use_in_a_never_written_table_block() {
+    let (img, p) = fresh_populated();
+    let l = img.layout();
+    // The last inode lives in a table block nothing was ever put in.
+    let ino = l.inode_count;
+    let at = l.inode_location(ino).unwrap();
+    assert!(img.read_block(0, at.block).iter().all(|&b| b == 0));
+    let bit = l.inode_bitmap_bit(ino).unwrap();
+    img.edit_meta(bit.block, |b| {
+        set_bit(&mut b[META_HEADER_LEN..], bit.bit_in_block()).unwrap();
+    });
+    found_and_fixed(
+        &img,
+        &format!("was never written, but inodes {ino} are marked in use"),
+    );
+    intact(&img, &p);
+}
+
+#[test]
+fn file_data_under_a_never_written_tag_table_block() {
+    let (img, p) = fresh_populated();
+    let block = file_blocks(&img, p.fragmented).1[0];
+    let table = img.layout().tag_location(block).unwrap().block;
+    for leg in 0..2 {
+        img.write_block(leg, table, &vec![0u8; 4096]);
+    }
+    found_and_fixed(&img, "was never written, but it covers data");
+    intact(&img, &p);
+}
