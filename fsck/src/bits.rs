@@ -63,6 +63,16 @@ impl Bits {
         }
     }
 
+    /// The 64 bits `64·w .. 64·w + 64` as one word (bit `64·w + k` is bit
+    /// k); 0 past the end.
+    pub fn word(&self, w: u64) -> u64 {
+        usize::try_from(w)
+            .ok()
+            .and_then(|w| self.words.get(w))
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// Sets bits `start .. start + count` (clipped to the set).
     pub fn set_range(&mut self, start: u64, count: u64) {
         let end = start.saturating_add(count).min(self.len);
