@@ -25,11 +25,12 @@
 //! FUSE adapter's (it knows the caller).
 
 use super::file_space::{FallocMode, SeekKind};
-use super::inode::InodeState;
+use super::inode::{InodeCell, InodeState};
 use super::time;
 use super::Fs;
 use crate::error::{FsError, FsResult};
 use crate::format::{AttrFlags, FileType, Timestamp};
+use crate::journal::TxHandle;
 
 /// Seconds after which relatime refreshes atime anyway.
 const RELATIME_SECS: i64 = 24 * 3600;
@@ -155,22 +156,43 @@ impl Fs {
     pub fn setattr(&self, ino: u64, set: &SetAttr) -> FsResult<FileAttr> {
         self.check_writable()?;
         let cell = self.inode(ino)?;
-        let tx = self.journal.start()?;
-        let mut state = cell.write();
+        let (attr, more) = {
+            let tx = self.journal.start()?;
+            let mut state = cell.write();
+            let more = self.setattr_locked(&tx, &mut state, set)?;
+            (self.attr_of(&state), more)
+        };
+        if more {
+            self.free_past_size(&cell)?;
+        }
+        Ok(attr)
+    }
+
+    /// Applies `set` under the inode's lock; returns whether a shrink left
+    /// blocks past the size to free in later transactions.
+    fn setattr_locked(
+        &self,
+        tx: &TxHandle<'_>,
+        state: &mut InodeState,
+        set: &SetAttr,
+    ) -> FsResult<bool> {
         state.check_live()?;
         let now = time::now();
         let mut changed = false;
+        let mut more = false;
         if let Some(size) = set.size {
             if state.attr_flags.contains(AttrFlags::IMMUTABLE)
                 || (state.attr_flags.contains(AttrFlags::APPEND) && size < state.size)
             {
                 return Err(FsError::NotPermitted);
             }
-            let result = self.truncate_file(&tx, &mut state, size);
-            if let Err(e) = result {
-                // Whatever the tree became is what the inode must record.
-                self.store_inode(&tx, &state)?;
-                return Err(e);
+            match self.truncate_file(tx, state, size) {
+                Ok(m) => more = m,
+                Err(e) => {
+                    // Whatever the tree became is what the inode must record.
+                    self.store_inode(tx, state)?;
+                    return Err(e);
+                }
             }
             state.mtime = now;
             changed = true;
@@ -206,9 +228,28 @@ impl Fs {
         if changed || set.ctime.is_some() {
             state.ctime = set.ctime.unwrap_or(now);
             state.inode.validate()?;
-            self.store_inode(&tx, &state)?;
+            self.store_inode(tx, state)?;
         }
-        Ok(self.attr_of(&state))
+        Ok(more)
+    }
+
+    /// Frees, one transaction per step, the blocks a shrink left past the
+    /// size (see `file_space.rs`). Takes the journal handle, then the lock,
+    /// for each step.
+    fn free_past_size(&self, cell: &InodeCell) -> FsResult<()> {
+        loop {
+            let tx = self.journal.start()?;
+            let mut state = cell.write();
+            if !state.is_live() || state.file_type != FileType::Regular {
+                return Ok(());
+            }
+            let from = state.size.div_ceil(self.block_size());
+            let more = self.free_tail(&tx, &mut state, from)?;
+            self.store_inode(&tx, &state)?;
+            if !more {
+                return Ok(());
+            }
+        }
     }
 
     /// A handle on `ino` is opened: an unlinked inode lives on while open.

@@ -178,12 +178,26 @@ impl Fs {
                 return Ok(());
             }
         }
-        let tx = self.journal.start()?;
-        let mut state = cell.write();
-        if !state.is_live() || state.links != 0 || cell.in_use() {
-            return Ok(());
+        self.reclaim_orphan(cell, true)
+    }
+
+    /// Frees an orphan's blocks from the end, [`super::file_space::TAIL_STEP`]
+    /// extents per transaction (it stays on the orphan list meanwhile, so a
+    /// crash only leaves less to do at the next mount), then the inode.
+    /// With `only_unused`, stops as soon as the inode is in use again.
+    fn reclaim_orphan(&self, cell: &InodeCell, only_unused: bool) -> FsResult<()> {
+        loop {
+            let tx = self.journal.start()?;
+            let mut state = cell.write();
+            if !state.is_live() || state.links != 0 || (only_unused && cell.in_use()) {
+                return Ok(());
+            }
+            if self.free_tail(&tx, &mut state, 0)? {
+                self.store_inode(&tx, &state)?;
+                continue;
+            }
+            return self.free_inode(&tx, &mut state);
         }
-        self.free_inode(&tx, &mut state)
     }
 
     /// Frees the inode held by `state` (see the module docs).
@@ -259,13 +273,9 @@ impl Fs {
         }
         log::info!("freeing {} orphan inode(s) left by a crash", chain.len());
         self.orphans.replace(chain.clone());
-        {
-            let tx = self.journal.start()?;
-            for ino in chain {
-                let cell = self.inode(ino)?;
-                let mut state = cell.write();
-                self.free_inode(&tx, &mut state)?;
-            }
+        for ino in chain {
+            let cell = self.inode(ino)?;
+            self.reclaim_orphan(&cell, false)?;
         }
         self.journal.commit()?;
         let gen = self.journal.committed_seq();
@@ -280,13 +290,9 @@ impl Fs {
         if list.is_empty() {
             return Ok(());
         }
-        let tx = self.journal.start()?;
         for ino in list {
             let cell = self.inode(ino)?;
-            let mut state = cell.write();
-            if state.is_live() && state.links == 0 {
-                self.free_inode(&tx, &mut state)?;
-            }
+            self.reclaim_orphan(&cell, false)?;
         }
         Ok(())
     }
