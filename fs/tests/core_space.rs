@@ -270,3 +270,33 @@ fn fragmented_files_shrink_and_free_in_steps() {
     assert_eq!(fs.statfs().unwrap().bfree, free0);
     fs.unmount().unwrap();
 }
+
+#[test]
+fn large_fallocate_and_punch_run_in_steps() {
+    // 1 KiB blocks: a fallocate step is 8 MiB.
+    let legs = Legs::mem(2, 32 * MIB, &opts(1024));
+    let fs = legs.mount();
+    let free0 = fs.statfs().unwrap().bfree;
+    let ino = new_file(&fs);
+    fs.fallocate(ino, 0, 20 * MIB, 0).unwrap();
+    let a = fs.getattr(ino).unwrap();
+    assert_eq!(a.size, 20 * MIB);
+    assert!(a.blocks * 512 >= 20 * MIB);
+    assert!(read_all(&fs, ino).iter().all(|&b| b == 0));
+    // More than there is: NoSpace, with what fitted kept.
+    let more = fs.fallocate(ino, 20 * MIB, 64 * MIB, 0);
+    assert!(matches!(more, Err(FsError::NoSpace)), "{more:?}");
+    assert_eq!(fs.statfs().unwrap().bfree, 0);
+    // A punch over an enormous range frees everything, quickly.
+    fs.fallocate(
+        ino,
+        0,
+        1 << 60,
+        libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+    )
+    .unwrap();
+    assert_eq!(fs.getattr(ino).unwrap().blocks, 0);
+    fs.syncfs().unwrap();
+    assert_eq!(fs.statfs().unwrap().bfree, free0);
+    fs.unmount().unwrap();
+}

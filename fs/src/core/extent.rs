@@ -269,6 +269,14 @@ pub fn tail_cut(
     }
 }
 
+/// One past the last logical block the tree maps (0 when empty).
+pub fn last_end(cache: &Bufio, root: &ExtentNode) -> FsResult<u64> {
+    Ok(match tail_cut(cache, root, 0, 1)? {
+        Some(last) => lookup(cache, root, last)?.map_or(last + 1, |e| leaf_end(&e)),
+        None => 0,
+    })
+}
+
 /// Every extent node block of the tree (for fsck-like checks and tests).
 pub fn node_blocks(cache: &Bufio, root: &ExtentNode) -> FsResult<Vec<u64>> {
     let mut out = Vec::new();

@@ -56,6 +56,30 @@ impl FallocMode {
     fn has(self, bit: i32) -> bool {
         self.0 & bit != 0
     }
+
+    /// Checks the mode and the range; returns the range's end.
+    pub fn check(self, offset: u64, len: u64) -> FsResult<u64> {
+        let known = Self::KEEP_SIZE | Self::PUNCH_HOLE | Self::ZERO_RANGE;
+        if self.0 & !known != 0 {
+            return Err(FsError::NotSupported);
+        }
+        let (punch, zero) = (self.has(Self::PUNCH_HOLE), self.has(Self::ZERO_RANGE));
+        if punch && !self.has(Self::KEEP_SIZE) {
+            return Err(FsError::NotSupported);
+        }
+        if punch && zero {
+            return Err(FsError::Invalid(
+                "punch hole and zero range together".into(),
+            ));
+        }
+        if len == 0 {
+            return Err(FsError::Invalid("fallocate of 0 bytes".into()));
+        }
+        offset
+            .checked_add(len)
+            .filter(|&e| e <= MAX_FILE_SIZE)
+            .ok_or(FsError::TooBig)
+    }
 }
 
 /// SEEK_DATA or SEEK_HOLE.
@@ -191,28 +215,10 @@ impl Fs {
         mode: FallocMode,
     ) -> FsResult<()> {
         check_regular(state)?;
-        let known = FallocMode::KEEP_SIZE | FallocMode::PUNCH_HOLE | FallocMode::ZERO_RANGE;
-        if mode.0 & !known != 0 {
-            return Err(FsError::NotSupported);
-        }
+        let end = mode.check(offset, len)?;
         let punch = mode.has(FallocMode::PUNCH_HOLE);
         let zero = mode.has(FallocMode::ZERO_RANGE);
         let keep = mode.has(FallocMode::KEEP_SIZE);
-        if punch && !keep {
-            return Err(FsError::NotSupported);
-        }
-        if punch && zero {
-            return Err(FsError::Invalid(
-                "punch hole and zero range together".into(),
-            ));
-        }
-        if len == 0 {
-            return Err(FsError::Invalid("fallocate of 0 bytes".into()));
-        }
-        let end = offset
-            .checked_add(len)
-            .filter(|&e| e <= MAX_FILE_SIZE)
-            .ok_or(FsError::TooBig)?;
         if let DataArea::Inline(bytes) = &mut state.inode.data {
             let new_size = if keep {
                 state.inode.size
