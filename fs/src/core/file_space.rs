@@ -349,10 +349,14 @@ impl Fs {
         let bs = self.block_size();
         let mut pos = offset / bs;
         let last = size.div_ceil(bs);
-        // Walk leaf by leaf (map would list every extent up to the end).
+        // Walk leaf by leaf: the number of steps is the number of leaves
+        // passed, whatever the size of the holes.
         while pos < last {
-            let step = (last - pos).min(1 << 20);
-            for piece in extent::map(&self.cache, root, pos, pos + step)? {
+            let bound = extent::find_leaf(&self.cache, root, pos)?
+                .next_bound
+                .map_or(last, |b| b.min(last))
+                .max(pos + 1);
+            for piece in extent::map(&self.cache, root, pos, bound)? {
                 let is_data = matches!(piece.kind, PieceKind::Data { .. });
                 if is_data == (kind == SeekKind::Data) {
                     let at = (piece.logical * bs).max(offset);
@@ -363,7 +367,7 @@ impl Fs {
                     };
                 }
             }
-            pos += step;
+            pos = bound;
         }
         match kind {
             SeekKind::Data => Err(FsError::NoSuchOffset),
