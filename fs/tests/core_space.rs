@@ -218,3 +218,85 @@ fn running_out_of_inodes() {
     assert_eq!(fs.getattr(victim).unwrap().generation, gen + 1);
     fs.unmount().unwrap();
 }
+
+#[test]
+fn fragmented_files_shrink_and_free_in_steps() {
+    let legs = Legs::mem(2, 16 * MIB, &opts(1024));
+    let fs = legs.mount();
+    let free0 = fs.statfs().unwrap().bfree;
+    let ino = new_file(&fs);
+    // 1500 one-block extents (every other block), a hole between each.
+    let mut model = vec![0u8; 3000 * 1024];
+    for i in 0..1500usize {
+        let d = pattern(i as u64, 1024);
+        fs.write(ino, (2 * i * 1024) as u64, &d).unwrap();
+        model[2 * i * 1024..(2 * i + 1) * 1024].copy_from_slice(&d);
+    }
+    model.truncate(2999 * 1024);
+    let extents = |fs: &keelfs_fs::core::Fs| {
+        let cell = fs.inode(ino).unwrap();
+        let state = cell.read();
+        let DataArea::Extents(root) = &state.data else {
+            panic!()
+        };
+        let mut n = 0;
+        keelfs_fs::core::extent::for_each(fs.cache(), root, &mut |_| {
+            n += 1;
+            Ok(())
+        })
+        .unwrap();
+        n
+    };
+    assert_eq!(extents(&fs), 1500);
+    // Shrink to 100 KiB: 1450 extents go, many steps' worth.
+    fs.truncate(ino, 100 * 1024 + 10).unwrap();
+    model.truncate(100 * 1024 + 10);
+    assert_eq!(extents(&fs), 51);
+    assert_bytes(&read_all(&fs, ino), &model, "shrunk");
+    fs.unmount().unwrap();
+    let fs = legs.mount();
+    assert_bytes(&read_all(&fs, ino), &model, "shrunk, remounted");
+    // An open, unlinked fragmented file is freed in steps at its release.
+    fs.truncate(ino, 3000 * 1024).unwrap();
+    for i in 0..1500usize {
+        fs.write(ino, (2 * i * 1024) as u64, &pattern(i as u64, 1024))
+            .unwrap();
+    }
+    fs.open(ino).unwrap();
+    delete(&fs, ino);
+    fs.release(ino).unwrap();
+    assert!(matches!(fs.getattr(ino), Err(FsError::Stale)));
+    fs.syncfs().unwrap();
+    assert_eq!(fs.statfs().unwrap().bfree, free0);
+    fs.unmount().unwrap();
+}
+
+#[test]
+fn large_fallocate_and_punch_run_in_steps() {
+    // 1 KiB blocks: a fallocate step is 8 MiB.
+    let legs = Legs::mem(2, 32 * MIB, &opts(1024));
+    let fs = legs.mount();
+    let free0 = fs.statfs().unwrap().bfree;
+    let ino = new_file(&fs);
+    fs.fallocate(ino, 0, 20 * MIB, 0).unwrap();
+    let a = fs.getattr(ino).unwrap();
+    assert_eq!(a.size, 20 * MIB);
+    assert!(a.blocks * 512 >= 20 * MIB);
+    assert!(read_all(&fs, ino).iter().all(|&b| b == 0));
+    // More than there is: NoSpace, with what fitted kept.
+    let more = fs.fallocate(ino, 20 * MIB, 64 * MIB, 0);
+    assert!(matches!(more, Err(FsError::NoSpace)), "{more:?}");
+    assert_eq!(fs.statfs().unwrap().bfree, 0);
+    // A punch over an enormous range frees everything, quickly.
+    fs.fallocate(
+        ino,
+        0,
+        1 << 60,
+        libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+    )
+    .unwrap();
+    assert_eq!(fs.getattr(ino).unwrap().blocks, 0);
+    fs.syncfs().unwrap();
+    assert_eq!(fs.statfs().unwrap().bfree, free0);
+    fs.unmount().unwrap();
+}
