@@ -319,7 +319,15 @@ impl Fs {
         self.check_writable()?;
         dir::check_name(newname)?;
         if ino == newparent {
-            return Err(FsError::NotPermitted);
+            // Either not a directory to link into, or a directory to link.
+            let cell = self.inode(ino)?;
+            let state = cell.read();
+            state.check_live()?;
+            return Err(if state.file_type == FileType::Directory {
+                FsError::NotPermitted
+            } else {
+                FsError::NotDir
+            });
         }
         let tx = self.journal.start()?;
         let pcell = self.inode(newparent)?;
