@@ -6,14 +6,19 @@
 //! commit block whose block count and crc match, on some leg), the journal
 //! must be replayed before anything else is looked at.
 //!
-//! Replay is the journal's own `recover`, which is being built on another
-//! branch and is not yet in this one. Until it is merged, a committed
-//! transaction in the ring is reported as an error that fsck cannot fix
-//! ("journal recovery is not available"), and the run goes on as a check
-//! only: repairing a filesystem whose journal will later be replayed over
-//! the repairs would undo them. A ring holding no committed transaction
-//! (an empty ring, or a torn last transaction that recovery would discard)
-//! needs nothing.
+//! Replay is the journal's own `keelfs_fs::journal::recover` ([`replay`]),
+//! run by a repair before anything else is read, as at mount. It is built
+//! with the `journal-recovery` feature: the redo journal and the fs core
+//! are merged in one tree only by the lead (the fs core of this branch
+//! still opens the interim journal), so the feature is off here. Without
+//! it, a committed transaction in the ring is an error fsck cannot fix
+//! ("journal recovery is not available"), and a repair changes nothing:
+//! repairing a filesystem whose journal will later be replayed over the
+//! repairs would undo them. Under `-n`, with or without the feature, the
+//! ring cannot be replayed; the check looks at the filesystem without it
+//! (as e2fsck -n does) and the journal is an error (exit 4). A ring holding
+//! no committed transaction (an empty ring, or a torn last transaction that
+//! recovery would discard) needs nothing.
 //!
 //! A journal superblock with no good copy, or never written, is rewritten
 //! by repair as an empty journal.
@@ -27,6 +32,44 @@ use keelfs_fs::format::layout::JOURNAL_SUPERBLOCK_BLOCK;
 use keelfs_fs::format::META_HEADER_LEN;
 
 use crate::metadata::MetaRead;
+use keelfs_fs::devset::DeviceSet;
+
+/// Replays the journal of `set` (a repair, before the check): every
+/// committed transaction is written home on the in-service legs (stale and
+/// failed legs are resynced by the check afterwards) and the journal is
+/// left empty. Returns what was replayed, or `None` if the ring held
+/// nothing; the caller identifies the set again afterwards.
+#[cfg(feature = "journal-recovery")]
+pub fn replay(set: &DeviceSet) -> Result<Option<String>, FsckError> {
+    let layout = set.superblock().layout;
+    let r = keelfs_fs::journal::recover(set.volume(), &layout)?;
+    if !r.found_records() {
+        return Ok(None);
+    }
+    let mut text = format!(
+        "journal replayed: {} transactions (sequences {}..={}), {} blocks written home, {} \
+         data intents ({} torn, {} unresolved); the journal continues at sequence {}",
+        r.transactions_replayed,
+        r.first_sequence.unwrap_or(0),
+        r.last_sequence.unwrap_or(0),
+        r.blocks_written,
+        r.intents.blocks,
+        r.intents.torn.len(),
+        r.intents.unresolved.len(),
+        r.next_sequence
+    );
+    for (block, why) in &r.intents.unresolved {
+        text.push_str(&format!("\n  data block {block}: intent unresolved: {why}"));
+    }
+    Ok(Some(text))
+}
+
+/// Without the redo journal's recovery there is nothing to replay with;
+/// the journal pass reports a ring that needs it.
+#[cfg(not(feature = "journal-recovery"))]
+pub fn replay(_set: &DeviceSet) -> Result<Option<String>, FsckError> {
+    Ok(None)
+}
 
 /// A committed transaction found in the ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,17 +125,24 @@ impl Checker<'_> {
         self.journal_sb = Some(jsb);
         if let Some(tx) = self.committed_transaction(&jsb) {
             self.journal_pending = true;
-            self.report.error(
-                Pass::Journal,
-                false,
+            let message = if cfg!(feature = "journal-recovery") {
+                format!(
+                    "the journal holds committed transactions (from sequence {}, {} blocks) \
+                     that were not replayed: the filesystem is checked as it is; a repair \
+                     (-y) or a mount replays them",
+                    tx.sequence, tx.blocks
+                )
+            } else {
                 format!(
                     "the journal holds committed transactions (from sequence {}, {} blocks) \
                      that were not replayed, and journal recovery is not available in this \
                      fsck.keelfs: the filesystem is checked as it is and nothing is repaired \
                      (mounting it replays the journal)",
                     tx.sequence, tx.blocks
-                ),
-            );
+                )
+            };
+            self.report
+                .error(Pass::Journal, cfg!(feature = "journal-recovery"), message);
         }
         Ok(())
     }

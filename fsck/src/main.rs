@@ -186,6 +186,9 @@ fn describe(outcome: &Outcome, opts: &Options, device: &str) -> String {
         ));
         return s;
     }
+    if let Some(replayed) = &outcome.replayed {
+        s.push_str(&format!("{replayed}\n"));
+    }
     let first = outcome.first();
     if opts.verbose {
         for f in first.findings() {

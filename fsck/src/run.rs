@@ -4,6 +4,8 @@
 //! * The devices are opened (read-only under `-n`) and identified as one
 //!   set; failing that is an operational error (exit 8), as is any I/O
 //!   failure that stops a check.
+//! * A repair first replays the journal (`journal.rs`), as a mount would,
+//!   and identifies the set again.
 //! * Without `-f`, a filesystem whose superblocks are sound, that was
 //!   cleanly unmounted, is not marked as having errors, and whose journal
 //!   holds nothing to replay is reported clean at once (exit 0).
@@ -55,6 +57,8 @@ pub struct Outcome {
     pub error: Option<String>,
     /// Orphan inodes released by the repairs.
     pub orphans_released: u64,
+    /// What replaying the journal did, if it held transactions.
+    pub replayed: Option<String>,
 }
 
 impl Outcome {
@@ -153,8 +157,15 @@ fn run(devices: &[DeviceRef], opts: &Options) -> Result<Outcome, FsckError> {
     let silent = Progress::silent();
     let mut outcome = Outcome::default();
 
-    let set = identify(devices)?;
-    if !opts.force {
+    let mut set = identify(devices)?;
+    if opts.mode == Mode::Repair {
+        if let Some(replayed) = crate::journal::replay(&set)? {
+            outcome.replayed = Some(replayed);
+            drop(set);
+            set = identify(devices)?;
+        }
+    }
+    if !opts.force && outcome.replayed.is_none() {
         let mut quick = Checker::new(&set, Mode::Check, &silent);
         quick.check_superblocks()?;
         quick.check_journal()?;

@@ -1,8 +1,9 @@
 //! The journal: a ring holding a committed transaction must be replayed
-//! before anything else. Replay (`keelfs_fs::journal::recover`) is not in
-//! this branch yet: fsck reports the journal and changes nothing, under -n
-//! and -y alike (exit 4). A torn transaction (no valid commit block) is
-//! what recovery discards, and is no reason to stop.
+//! before anything else. fsck -n reports it (exit 4) and changes nothing.
+//! With the `journal-recovery` feature (`keelfs_fs::journal::recover`),
+//! fsck -y replays it first; without, it reports it and changes nothing
+//! (exit 4). A torn transaction (no valid commit block) is what recovery
+//! discards, and is no reason to stop.
 
 mod support;
 
@@ -30,7 +31,7 @@ fn ring_block(
 }
 
 /// Writes one transaction at the journal's tail: a descriptor naming the
-/// root's inode-table block, its image (links changed), and, if
+/// root's inode-table block, its image (the root's uid set to 77), and, if
 /// `committed`, a commit block. Returns the block the image is for.
 fn write_transaction(img: &Image, committed: bool) -> u64 {
     let l = img.layout();
@@ -47,10 +48,10 @@ fn write_transaction(img: &Image, committed: bool) -> u64 {
         .encode(p)
         .unwrap()
     });
-    // The image: the home block as it is, with root's link count changed,
+    // The image: the home block as it is, with the root's uid changed,
     // sealed for its home.
     let mut image = img.read_block(0, home);
-    image[META_HEADER_LEN + 12] = 77;
+    image[META_HEADER_LEN + 4] = 77;
     meta_set_gen(&mut image, seq);
     meta_seal(home, &img.superblock().fs_uuid, &mut image);
     let crc = Commit::checksum([&desc[..], &image[..]]);
@@ -74,6 +75,25 @@ fn write_transaction(img: &Image, committed: bool) -> u64 {
 }
 
 #[test]
+fn check_only_reports_a_journal_to_replay() {
+    let (img, _) = fresh_populated();
+    write_transaction(&img, true);
+    let before = img.contents();
+    let o = img.check();
+    assert_eq!(o.exit_code, EXIT_UNCORRECTED);
+    assert!(
+        o.first().mentions("were not replayed"),
+        "{:?}",
+        o.first().findings()
+    );
+    assert!(img.contents() == before, "nothing may change");
+    // Without -f too: a journal to replay means the filesystem is not clean.
+    let o = img.run(&["-n"]);
+    assert_eq!(o.status.code(), Some(4), "{}", stdout(&o));
+}
+
+#[cfg(not(feature = "journal-recovery"))]
+#[test]
 fn a_committed_transaction_stops_repairs() {
     let (img, _) = fresh_populated();
     write_transaction(&img, true);
@@ -88,9 +108,28 @@ fn a_committed_transaction_stops_repairs() {
         assert_eq!(o.blocks_written(), 0);
     }
     assert!(img.contents() == before, "nothing may change");
-    // Without -f too: a journal to replay means the filesystem is not clean.
-    let o = img.run(&["-n"]);
-    assert_eq!(o.status.code(), Some(4), "{}", stdout(&o));
+}
+
+#[cfg(feature = "journal-recovery")]
+#[test]
+fn a_repair_replays_the_journal_first() {
+    let (img, p) = fresh_populated();
+    assert_eq!(img.inode(1).uid, 0);
+    write_transaction(&img, true);
+    let o = img.repair();
+    assert_eq!(
+        o.exit_code,
+        keelfs_fsck::EXIT_CORRECTED,
+        "{:?}",
+        o.last().findings()
+    );
+    assert!(o.replayed.is_some());
+    assert_eq!(img.inode(1).uid, 77, "the transaction was replayed");
+    let o = img.check();
+    assert_eq!(o.exit_code, EXIT_CLEAN, "{:?}", o.first().findings());
+    let fs = img.mount();
+    verify_population(&fs, &p);
+    fs.unmount().unwrap();
 }
 
 #[test]
