@@ -37,14 +37,18 @@ use keelfs_fs::devset::DeviceSet;
 /// Replays the journal of `set` (a repair, before the check): every
 /// committed transaction is written home on the in-service legs (stale and
 /// failed legs are resynced by the check afterwards) and the journal is
-/// left empty. Returns what was replayed, or `None` if the ring held
-/// nothing; the caller identifies the set again afterwards.
+/// left empty. Returns what was written (records replayed, or a journal
+/// superblock the legs disagreed on), or `None` if nothing was; the caller
+/// identifies the set again afterwards.
 #[cfg(feature = "journal-recovery")]
 pub fn replay(set: &DeviceSet) -> Result<Option<String>, FsckError> {
     let layout = set.superblock().layout;
     let r = keelfs_fs::journal::recover(set.volume(), &layout)?;
     if !r.found_records() {
-        return Ok(None);
+        // Recovery rewrites a journal superblock the legs disagree on.
+        return Ok(r
+            .superblock_written
+            .then(|| "journal superblock rewritten: the legs held different copies".to_string()));
     }
     let mut text = format!(
         "journal replayed: {} transactions (sequences {}..={}), {} blocks written home, {} \

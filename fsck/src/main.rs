@@ -189,6 +189,9 @@ fn describe(outcome: &Outcome, opts: &Options, device: &str) -> String {
     if let Some(replayed) = &outcome.replayed {
         s.push_str(&format!("{replayed}\n"));
     }
+    if let Some(why) = &outcome.replay_failed {
+        s.push_str(&format!("journal not replayed: {why}\n"));
+    }
     let first = outcome.first();
     if opts.verbose {
         for f in first.findings() {

@@ -59,6 +59,8 @@ pub struct Outcome {
     pub orphans_released: u64,
     /// What replaying the journal did, if it held transactions.
     pub replayed: Option<String>,
+    /// Why the journal could not be replayed, if it could not.
+    pub replay_failed: Option<String>,
 }
 
 impl Outcome {
@@ -159,10 +161,19 @@ fn run(devices: &[DeviceRef], opts: &Options) -> Result<Outcome, FsckError> {
 
     let mut set = identify(devices)?;
     if opts.mode == Mode::Repair {
-        if let Some(replayed) = crate::journal::replay(&set)? {
-            outcome.replayed = Some(replayed);
-            drop(set);
-            set = identify(devices)?;
+        match crate::journal::replay(&set) {
+            Ok(Some(replayed)) => {
+                outcome.replayed = Some(replayed);
+                drop(set);
+                set = identify(devices)?;
+            }
+            Ok(None) => {}
+            // A journal that cannot be read (its superblock lost, a record
+            // malformed) is the journal pass's to report; the check goes on.
+            Err(FsckError::Fs(keelfs_fs::error::FsError::Corrupt(why))) => {
+                outcome.replay_failed = Some(why);
+            }
+            Err(e) => return Err(e),
         }
     }
     if !opts.force && outcome.replayed.is_none() {
@@ -231,8 +242,9 @@ fn run(devices: &[DeviceRef], opts: &Options) -> Result<Outcome, FsckError> {
     let clean = last.report.is_clean();
     // Marking a sound filesystem clean is not a correction.
     let first = outcome.first();
-    let written =
-        outcome.blocks_written() > 0 && (first.error_count() > 0 || outcome.orphans_released > 0);
+    let written = outcome.replayed.is_some()
+        || (outcome.blocks_written() > 0
+            && (first.error_count() > 0 || outcome.orphans_released > 0));
     if !outcome.repairs.is_empty() {
         outcome.reports.push(last.report.clone());
     }
