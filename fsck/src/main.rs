@@ -241,8 +241,10 @@ fn describe(outcome: &Outcome, opts: &Options, device: &str) -> String {
     let last = outcome.last();
     let errors = first.error_count();
     let status = match (opts.mode, outcome.exit_code) {
-        (_, EXIT_CLEAN) if errors == 0 => "clean".to_string(),
         (_, EXIT_CLEAN) => "clean".to_string(),
+        (_, EXIT_CORRECTED) if errors == 0 => {
+            "journal replayed\n***** FILESYSTEM WAS MODIFIED *****".to_string()
+        }
         (_, EXIT_CORRECTED) => format!(
             "{errors} problem{} corrected\n***** FILESYSTEM WAS MODIFIED *****",
             if errors == 1 { "" } else { "s" }
