@@ -11,10 +11,11 @@
 //!    on every in-service leg (images are already sealed for their homes),
 //!    then a flush;
 //! 3. resolve the data intents of the window (`resolve.rs`): the blocks
-//!    named by intents are read on every leg, made to agree, and their tag
-//!    stored; the tag-table blocks that change are logged as one more
-//!    record (the *recovery record*, sequence `next`) before they are
-//!    written home, so a crash in the middle cannot tear them;
+//!    named by intents are read on every leg and a content and tag chosen;
+//!    the tag-table blocks that change are logged as one more record (the
+//!    *recovery record*, sequence `next`), flushed, written home and
+//!    flushed (so a crash in the middle cannot tear them), and only then is
+//!    the chosen content copied over the legs that differ, and flushed;
 //! 4. move the tail past everything: the journal superblock gets the
 //!    position after the last record and the first sequence the next
 //!    mount may use, then a flush.
@@ -55,6 +56,9 @@ const REPLAY_BATCH: usize = 256;
 /// What a recovery did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecoveryReport {
+    /// The oldest sequence the journal superblock named: every transaction
+    /// before it was already home.
+    pub oldest_sequence: u64,
     /// Transaction records replayed (records with images or revokes).
     pub transactions_replayed: u64,
     /// Intent-only records found.
@@ -108,6 +112,7 @@ pub fn recover(volume: &Volume, layout: &Layout) -> FsResult<RecoveryReport> {
     let jsb = found.jsb;
     let scan = scan::scan(volume, layout, &jsb)?;
     let mut report = RecoveryReport {
+        oldest_sequence: jsb.oldest_sequence,
         next_sequence: jsb.oldest_sequence,
         bad_ring_copies: scan.bad_copies,
         ..RecoveryReport::default()
@@ -146,10 +151,11 @@ pub fn recover(volume: &Volume, layout: &Layout) -> FsResult<RecoveryReport> {
     };
     let mut next = (last.seq + 2).max(jsb.oldest_sequence + 1);
     let mut end = scan.end;
-    let (changed, intents) = resolve::resolve(volume, layout, &scan)?;
+    let (plan, intents) = resolve::plan(volume, layout, &scan)?;
     report.intents = intents;
-    if !changed.is_empty() {
+    if !plan.tag_blocks.is_empty() {
         let live: u64 = scan.records.iter().map(|r| r.len).sum();
+        let changed = plan.tag_blocks.clone();
         let len = write_tag_blocks(volume, layout, geo, end, next, live, changed, &mut report)?;
         if let Some(len) = len {
             report.recovery_record = Some(next);
@@ -157,6 +163,7 @@ pub fn recover(volume: &Volume, layout: &Layout) -> FsResult<RecoveryReport> {
             next += 1;
         }
     }
+    resolve::copy(volume, &plan)?;
     jsb::write(
         volume,
         layout,

@@ -12,23 +12,27 @@
 //! * skips a block the block bitmap says is free (its tag means nothing),
 //!   and a block logged as a metadata image after its last intent (it was
 //!   freed and reused as metadata; replay wrote it);
-//! * builds the tags its content may legitimately match, newest first: the
-//!   `new` and `old` tags of its intents from the last to the first, then
-//!   the tag the tag table holds now (which covers a block reallocated and
-//!   rewritten by a later committed transaction);
+//! * builds the tags its content may legitimately match, in order of
+//!   preference: the tag the tag table holds now (the committed state; it
+//!   also covers a block reallocated and rewritten by a later committed
+//!   transaction), then the `new` and `old` tags of its intents from the
+//!   last to the first;
 //! * reads the block on every in-service leg and takes the leg whose
-//!   content matches the newest of those tags (ties: the lowest leg), copies
-//!   that content over every leg that holds anything else (so the legs
-//!   agree), and stores the matching tag;
+//!   content matches the most preferred of those tags (ties: the lowest
+//!   leg): that content is kept, copied over every leg that holds anything
+//!   else (so the legs agree), and its tag stored;
 //! * only when no leg matches any of them (torn on every leg) accepts the
 //!   lowest readable leg's content as it is, tags it with the newest
 //!   intent's generation, copies it to the other legs, and reports the
 //!   block as torn. Tags are never recomputed for a block that matches.
 //!
-//! The tag-table blocks it changes (a block never written since mkfs is
-//! initialised as an empty tag-table block) are returned, not written:
-//! recovery logs them in a record first, so a crash cannot tear them. The
-//! data copies are flushed before it returns.
+//! [`plan`] only reads and decides; [`copy`] writes the data copies.
+//! Recovery logs the changed tag-table blocks (a block never written since
+//! mkfs is initialised as an empty tag-table block) in a record and writes
+//! them home *before* copying data: if power fails in between, the next
+//! recovery finds the decided tag in the tag table, the kept leg still
+//! matching it (it is never written), and decides the same again — even
+//! when a torn copy happens to leave another leg matching an older tag.
 //!
 //! Relies on: replay having been flushed; exclusive access to the volume.
 
@@ -68,6 +72,15 @@ pub struct IntentReport {
     pub tags_updated: u64,
 }
 
+/// What resolving the intents will write: the changed tag-table blocks
+/// (whole blocks, header to be set by the caller) and the data copies.
+#[derive(Default)]
+pub(crate) struct Plan {
+    pub tag_blocks: BTreeMap<u64, Vec<u8>>,
+    /// (block, the content kept, the legs that need it).
+    pub copies: Vec<(u64, Vec<u8>, Vec<usize>)>,
+}
+
 /// The intents on one block, in window order, and the index (in the scan)
 /// of the record holding the last one.
 struct Chain {
@@ -75,13 +88,8 @@ struct Chain {
     last_record: usize,
 }
 
-/// Resolve the intents of `scan`. Returns the changed tag-table blocks
-/// (whole blocks, header to be set by the caller) and the report.
-pub(crate) fn resolve(
-    volume: &Volume,
-    layout: &Layout,
-    scan: &Scan,
-) -> FsResult<(BTreeMap<u64, Vec<u8>>, IntentReport)> {
+/// Decide how to resolve the intents of `scan` (reads only).
+pub(crate) fn plan(volume: &Volume, layout: &Layout, scan: &Scan) -> FsResult<(Plan, IntentReport)> {
     let mut report = IntentReport::default();
     let mut chains: BTreeMap<u64, Chain> = BTreeMap::new();
     for (i, r) in scan.records.iter().enumerate() {
@@ -97,8 +105,9 @@ pub(crate) fn resolve(
         }
     }
     report.blocks = chains.len() as u64;
+    let mut plan = Plan::default();
     if chains.is_empty() {
-        return Ok((BTreeMap::new(), report));
+        return Ok((plan, report));
     }
     let mut bitmaps: HashMap<u64, Option<Vec<u8>>> = HashMap::new();
     let mut tag_blocks: BTreeMap<u64, (Vec<u8>, bool)> = BTreeMap::new();
@@ -142,17 +151,14 @@ pub(crate) fn resolve(
         };
         let current = read_tag(&tag_block[META_HEADER_LEN..], at.offset)?;
 
-        // Legitimate tags, newest first.
-        let mut accept: Vec<Tag> = Vec::new();
+        // Legitimate tags, most preferred first.
+        let mut accept: Vec<Tag> = vec![current];
         for &(old, new) in chain.intents.iter().rev() {
             for t in [new, old] {
                 if !accept.contains(&t) {
                     accept.push(t);
                 }
             }
-        }
-        if !accept.contains(&current) {
-            accept.push(current);
         }
 
         // Each leg's content and the newest tag it matches.
@@ -196,11 +202,14 @@ pub(crate) fn resolve(
                 (Tag::compute(block, gen, data), data.clone())
             }
         };
-        for (leg, data, _) in &copies {
-            if data.as_deref() != Some(&content[..]) {
-                set.write_regions_sync(&[Region::new(*leg, block, 1)], &content)?;
-                report.legs_repaired += 1;
-            }
+        let targets: Vec<usize> = copies
+            .iter()
+            .filter(|(_, data, _)| data.as_deref() != Some(&content[..]))
+            .map(|(leg, _, _)| *leg)
+            .collect();
+        if !targets.is_empty() {
+            report.legs_repaired += targets.len() as u64;
+            plan.copies.push((block, content, targets));
         }
         if tag != current {
             write_tag(&mut tag_block[META_HEADER_LEN..], at.offset, tag)?;
@@ -208,13 +217,26 @@ pub(crate) fn resolve(
             report.tags_updated += 1;
         }
     }
-    set.flush()?;
-    let changed = tag_blocks
+    plan.tag_blocks = tag_blocks
         .into_iter()
         .filter(|(_, (_, changed))| *changed)
         .map(|(b, (bytes, _))| (b, bytes))
         .collect();
-    Ok((changed, report))
+    Ok((plan, report))
+}
+
+/// Write the data copies of `plan` and flush.
+pub(crate) fn copy(volume: &Volume, plan: &Plan) -> FsResult<()> {
+    let set = volume.set();
+    for (block, content, legs) in &plan.copies {
+        for &leg in legs {
+            set.write_regions_sync(&[Region::new(leg, *block, 1)], content)?;
+        }
+    }
+    if !plan.copies.is_empty() {
+        set.flush()?;
+    }
+    Ok(())
 }
 
 /// Whether the block bitmap says `block` is in use (or cannot tell: then
