@@ -5,19 +5,11 @@
 mod journal_support;
 
 use journal_support::*;
-use keelfs_engine::device::DeviceRef;
 use keelfs_fs::error::FsError;
 use keelfs_fs::format::header::BlockKind;
 use keelfs_fs::format::Layout;
 use keelfs_fs::journal::{recover, Journal, JournalConfig};
 use std::sync::Arc;
-
-/// Volume over the same memory legs, as after a power cut that lost
-/// nothing acknowledged (the devices keep every write).
-fn reopen(rig: &Rig) -> Arc<keelfs_engine::integrity::Volume> {
-    let devices: Vec<DeviceRef> = rig.mems.iter().map(|m| m.clone() as DeviceRef).collect();
-    volume(devices, rig.layout.block_size)
-}
 
 fn small() -> Layout {
     layout(512, 1024, 64)

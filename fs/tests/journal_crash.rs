@@ -187,7 +187,7 @@ fn run_workload(s: &Setup, seed: u64) -> (Rig, Model) {
             touched.push(i);
         }
         // Free a block.
-        if rng.chance(1, 5) {
+        if rng.chance(1, 3) {
             let i = rng.below(META_BLOCKS) as usize;
             if matches!(state[i], Meta::Pattern { .. }) && !touched.contains(&i) {
                 tx.revoke(s.meta[i]);
@@ -197,16 +197,18 @@ fn run_workload(s: &Setup, seed: u64) -> (Rig, Model) {
             }
         }
         // Reuse a block freed by a committed transaction as file data.
-        if rng.chance(1, 4) {
-            let i = rng.below(META_BLOCKS) as usize;
-            if state[i] == Meta::Free && freed_in[i] <= committed && !touched.contains(&i) {
-                assert!(!rig.cache.is_cached(s.meta[i]), "freed block still cached");
-                key += 1;
-                let bytes = data_bytes(s.meta[i], key, l.block_size as usize);
-                rig.volume.set().write_sync(s.meta[i], &bytes).unwrap();
-                state[i] = Meta::Raw { key };
-                record(&mut model, i, state[i]);
-            }
+        let reusable: Vec<usize> = (0..META_BLOCKS as usize)
+            .filter(|&i| state[i] == Meta::Free && freed_in[i] <= committed)
+            .filter(|i| !touched.contains(i))
+            .collect();
+        if !reusable.is_empty() && rng.chance(2, 3) {
+            let i = reusable[rng.below(reusable.len() as u64) as usize];
+            assert!(!rig.cache.is_cached(s.meta[i]), "freed block still cached");
+            key += 1;
+            let bytes = data_bytes(s.meta[i], key, l.block_size as usize);
+            rig.volume.set().write_sync(s.meta[i], &bytes).unwrap();
+            state[i] = Meta::Raw { key };
+            record(&mut model, i, state[i]);
         }
         // Overwrite data blocks in place, with intents.
         if rng.chance(1, 2) {
@@ -248,7 +250,6 @@ fn run_workload(s: &Setup, seed: u64) -> (Rig, Model) {
         if calm && rng.chance(1, 8) {
             rig.journal.checkpoint().unwrap();
         }
-
     }
     rig.journal.commit().unwrap();
     let c = rig.journal.committed_seq();
@@ -341,11 +342,7 @@ fn verify(
         let versions = &model.versions[i];
         let base = versions.iter().rev().find(|v| v.seq <= x).unwrap();
         let allowed: Vec<&Version> = std::iter::once(base)
-            .chain(
-                versions
-                    .iter()
-                    .filter(|v| v.seq > x && v.intent_mark < n0),
-            )
+            .chain(versions.iter().filter(|v| v.seq > x && v.intent_mark < n0))
             .collect();
         match allowed
             .iter()
@@ -405,8 +402,9 @@ fn crash_during_recovery(
     let ends: Vec<Vec<usize>> = ops.iter().map(|o| epoch_ends(o)).collect();
     let mut tried = 0;
     for e in 0..ends[0].len() {
+        let cuts: Vec<usize> = ends.iter().map(|leg| leg[e]).collect();
         let per_leg: Vec<Vec<CrashPoint>> = (0..LEGS)
-            .map(|leg| leg_points(&recs[leg], &ops[leg], ends[leg][e], rng, 3))
+            .map(|leg| leg_points(&recs[leg], &ops[leg], cuts[leg], rng, 3))
             .collect();
         for k in 0..3 {
             let points: Vec<CrashPoint> = per_leg
@@ -458,7 +456,10 @@ fn every_crash_state_recovers_to_a_committed_prefix() {
     let recs = rig.recs.clone();
     let ops: Vec<Vec<RecordedOp>> = recs.iter().map(|r| r.ops()).collect();
     let ends: Vec<Vec<usize>> = ops.iter().map(|o| epoch_ends(o)).collect();
-    assert!(ends.iter().all(|e| e.len() == ends[0].len()), "legs saw different flushes");
+    assert!(
+        ends.iter().all(|e| e.len() == ends[0].len()),
+        "legs saw different flushes"
+    );
     let per_epoch = states_per_epoch(12);
     let mut rng = Rng::new(seed ^ 0xc0ff_ee00);
     let mut states = 0usize;
@@ -468,8 +469,9 @@ fn every_crash_state_recovers_to_a_committed_prefix() {
     let mut during_recovery = 0usize;
     let mut failures = Vec::new();
     for e in 0..ends[0].len() {
+        let cuts: Vec<usize> = ends.iter().map(|leg| leg[e]).collect();
         let per_leg: Vec<Vec<CrashPoint>> = (0..LEGS)
-            .map(|leg| leg_points(&recs[leg], &ops[leg], ends[leg][e], &mut rng, per_epoch))
+            .map(|leg| leg_points(&recs[leg], &ops[leg], cuts[leg], &mut rng, per_epoch))
             .collect();
         let mut combos: Vec<[usize; 2]> = vec![[0, 0], [1, 1], [1, 0], [0, 1]];
         while combos.len() < per_epoch {

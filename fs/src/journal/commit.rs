@@ -26,8 +26,9 @@
 //! sequence is used up (its intent records carry it).
 //!
 //! [`Shared::commit`] is group commit: a caller takes the ordinal of the
-//! running transaction, then `commit_lock`; if a commit that covered that
-//! ordinal finished meanwhile, it returns at once.
+//! running transaction (or of the one being committed, if no handle has
+//! joined the running one yet), then `commit_lock`; if a commit that
+//! covered that ordinal finished meanwhile, it returns at once.
 //!
 //! Relies on: bufio keeping pinned buffers cached (`get` finds them); the
 //! caller of `commit` holding no handle (refused).
@@ -62,7 +63,14 @@ impl Shared {
                         .into(),
                 ));
             }
-            st.ordinal
+            // Every handle dropped so far is in the running transaction or
+            // an earlier one; if none ever joined the running one, the
+            // transaction being committed (if any) is the last to wait for.
+            if st.running.joined == 0 && st.ordinal > st.committed_ordinal + 1 {
+                st.ordinal - 1
+            } else {
+                st.ordinal
+            }
         };
         self.counters.commit_calls.fetch_add(1, Relaxed);
         self.commit_to(target)

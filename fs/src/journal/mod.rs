@@ -483,6 +483,7 @@ impl Shared {
                 }
             }
             st.running.handles += 1;
+            st.running.joined += 1;
             *st.owners.entry(me).or_insert(0) += 1;
             return Ok(TxHandle {
                 shared: self,

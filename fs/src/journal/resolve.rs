@@ -89,7 +89,11 @@ struct Chain {
 }
 
 /// Decide how to resolve the intents of `scan` (reads only).
-pub(crate) fn plan(volume: &Volume, layout: &Layout, scan: &Scan) -> FsResult<(Plan, IntentReport)> {
+pub(crate) fn plan(
+    volume: &Volume,
+    layout: &Layout,
+    scan: &Scan,
+) -> FsResult<(Plan, IntentReport)> {
     let mut report = IntentReport::default();
     let mut chains: BTreeMap<u64, Chain> = BTreeMap::new();
     for (i, r) in scan.records.iter().enumerate() {

@@ -41,8 +41,9 @@ use super::{journaled, CommitHook, Shared};
 pub(crate) struct Running {
     /// Sequence: the generation of the blocks it changes and of its records.
     pub seq: u64,
-    /// Open handles.
+    /// Open handles, and handles that ever joined.
     pub handles: usize,
+    pub joined: u64,
     /// Blocks it pinned (each once).
     pub pinned: BTreeSet<u64>,
     /// Blocks it freed.
@@ -62,6 +63,7 @@ impl Running {
         Running {
             seq,
             handles: 0,
+            joined: 0,
             pinned: BTreeSet::new(),
             revokes: BTreeSet::new(),
             hooks: Vec::new(),

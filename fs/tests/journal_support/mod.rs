@@ -389,3 +389,85 @@ pub fn reproducer(points: &[CrashPoint]) -> String {
         .collect::<Vec<_>>()
         .join(" | ")
 }
+
+/// A device whose flushes take `delay` (so concurrent commits pile up),
+/// and that counts them.
+#[derive(Debug)]
+pub struct SlowFlush {
+    pub inner: DeviceRef,
+    pub delay: std::time::Duration,
+    pub flushes: std::sync::atomic::AtomicU64,
+}
+
+impl SlowFlush {
+    pub fn new(inner: DeviceRef, delay: std::time::Duration) -> SlowFlush {
+        SlowFlush {
+            inner,
+            delay,
+            flushes: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+}
+
+impl keelfs_engine::device::Device for SlowFlush {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> keelfs_engine::error::DeviceResult<()> {
+        self.inner.read_at(offset, buf)
+    }
+    fn write_at(&self, offset: u64, buf: &[u8]) -> keelfs_engine::error::DeviceResult<()> {
+        self.inner.write_at(offset, buf)
+    }
+    fn write_vectored_at(
+        &self,
+        offset: u64,
+        bufs: &[&[u8]],
+    ) -> keelfs_engine::error::DeviceResult<()> {
+        self.inner.write_vectored_at(offset, bufs)
+    }
+    fn flush(&self) -> keelfs_engine::error::DeviceResult<()> {
+        std::thread::sleep(self.delay);
+        self.flushes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.flush()
+    }
+    fn discard(&self, offset: u64, len: u64) -> keelfs_engine::error::DeviceResult<()> {
+        self.inner.discard(offset, len)
+    }
+}
+
+/// A journal over `mems` (formatted) whose legs flush slowly.
+pub fn slow_rig(
+    layout: Layout,
+    mems: Vec<Arc<MemDevice>>,
+    delay: std::time::Duration,
+    config: JournalConfig,
+) -> Rig {
+    let devices: Vec<DeviceRef> = mems
+        .iter()
+        .map(|m| Arc::new(SlowFlush::new(m.clone(), delay)) as DeviceRef)
+        .collect();
+    let volume = volume(devices, layout.block_size);
+    recover(&volume, &layout).unwrap();
+    let cache = cache(&volume, 256);
+    let journal = Journal::open(cache.clone(), volume.clone(), &layout, config).unwrap();
+    Rig {
+        layout,
+        mems,
+        recs: Vec::new(),
+        volume,
+        cache,
+        journal,
+    }
+}
+
+/// The volume over the same memory legs, as after a power cut that lost
+/// nothing acknowledged (memory devices keep every write).
+pub fn reopen(rig: &Rig) -> Arc<Volume> {
+    let devices: Vec<DeviceRef> = rig.mems.iter().map(|m| m.clone() as DeviceRef).collect();
+    volume(devices, rig.layout.block_size)
+}
