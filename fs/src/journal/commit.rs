@@ -39,11 +39,15 @@ use crate::format::DescriptorEntry;
 use parking_lot::MutexGuard;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::record;
 use super::ring::{record_len, LiveKind, LiveRecord};
 use super::transaction::Running;
 use super::Shared;
+
+/// How long a commit waits for a revoked block's in-flight writeback.
+const FORGET_WAIT: Duration = Duration::from_millis(200);
 
 /// A closed transaction's descriptor entries and images (sealed for home).
 type Contents = (Vec<DescriptorEntry>, Vec<Arc<[u8]>>);
@@ -269,6 +273,27 @@ impl Shared {
         Ok((entries, images))
     }
 
+    /// Drop the cached buffer of a block freed by a committed transaction,
+    /// before the hooks that let it be reused run: a dirty buffer of a
+    /// freed block must not reach the block once it holds something else.
+    /// A buffer that nobody holds or pins but that cannot be forgotten is
+    /// being written back: wait (bounded) for that write to end.
+    fn forget_revoked(&self, block: u64) {
+        let deadline = Instant::now() + FORGET_WAIT;
+        loop {
+            if self.cache.forget(block) || !self.cache.is_cached(block) {
+                return;
+            }
+            let busy = self.cache.hold_count(block).is_some_and(|n| n > 0)
+                || self.cache.pinned_blocks().contains(&block);
+            if busy || Instant::now() >= deadline {
+                log::debug!("journal: revoked block {block} stays cached (held or pinned)");
+                return;
+            }
+            std::thread::sleep(Duration::from_micros(100));
+        }
+    }
+
     /// A transaction is durable: unpin its blocks, drop the buffers of the
     /// blocks it revoked, run its hooks, then record it and wake waiters.
     fn finish(
@@ -285,7 +310,7 @@ impl Shared {
             }
         }
         for block in revokes {
-            self.cache.forget(block);
+            self.forget_revoked(block);
         }
         for hook in hooks {
             hook();
