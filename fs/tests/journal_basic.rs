@@ -6,7 +6,6 @@ mod journal_support;
 
 use journal_support::*;
 use keelfs_fs::error::FsError;
-use keelfs_fs::format::header::BlockKind;
 use keelfs_fs::format::Layout;
 use keelfs_fs::journal::{recover, Journal, JournalConfig};
 use std::sync::Arc;
@@ -352,8 +351,32 @@ fn blocks_the_journal_never_logs_are_refused() {
             "block {b}"
         );
     }
+    // The fixed metadata after the ring is logged like any other block.
     let h = hold(&rig.cache, rig.layout.block_bitmap.start, false);
     drop(tx.try_write(&h).unwrap());
-    let _ = BlockKind::BlockBitmap;
-    let _ = JournalConfig::default();
+}
+
+#[test]
+fn the_default_configuration_commits_in_the_background() {
+    let rig = Rig::new(
+        small(),
+        1,
+        &[],
+        JournalConfig {
+            commit_interval: Some(std::time::Duration::from_millis(10)),
+            max_transaction_blocks: None,
+        },
+    );
+    let seq = {
+        let tx = rig.journal.start().unwrap();
+        write_pattern(&rig.cache, &tx, meta(&rig.layout, 0), 1, false);
+        tx.seq()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while rig.journal.committed_seq() < seq {
+        assert!(std::time::Instant::now() < deadline, "no background commit");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(rig.journal.stats().commit_calls, 0);
+    rig.journal.shutdown().unwrap();
 }

@@ -67,7 +67,6 @@ pub fn format(mems: &[Arc<MemDevice>], layout: &Layout, free: &[u64]) {
         .encode(&mut jsb[META_HEADER_LEN..])
         .unwrap();
     vol.write_meta(layout.journal_superblock, &mut jsb).unwrap();
-    let bits = layout.bits_per_bitmap_block();
     for i in 0..layout.block_bitmap.blocks {
         let mut b = meta_block(layout, BlockKind::BlockBitmap, 1);
         b[META_HEADER_LEN..].fill(0xff);
@@ -79,7 +78,6 @@ pub fn format(mems: &[Arc<MemDevice>], layout: &Layout, free: &[u64]) {
                 clear_bit(&mut b[META_HEADER_LEN..], at.bit_in_block()).unwrap();
             }
         }
-        let _ = bits;
         vol.write_meta(layout.block_bitmap.start + i, &mut b)
             .unwrap();
     }
