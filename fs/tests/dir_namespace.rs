@@ -31,8 +31,11 @@ fn list(fs: &Fs, ino: u64) -> Vec<DirListEntry> {
     out
 }
 
-/// Name → (inode, type) of a directory, without "." and "..".
-fn names(fs: &Fs, ino: u64) -> BTreeMap<Vec<u8>, (u64, FileType)> {
+/// Name → (inode, type).
+type Names = BTreeMap<Vec<u8>, (u64, FileType)>;
+
+/// The names of a directory, without "." and "..".
+fn names(fs: &Fs, ino: u64) -> Names {
     list(fs, ino)
         .into_iter()
         .skip(2)
@@ -538,7 +541,7 @@ fn a_remount_shows_everything() {
     let tmp = tempfile::tempdir().unwrap();
     let legs = image_legs(&tmp);
     let fs = legs.mount();
-    let mut expect: Vec<(u64, BTreeMap<Vec<u8>, (u64, FileType)>)> = Vec::new();
+    let mut expect: Vec<(u64, Names)> = Vec::new();
     let top = fs.mkdir(ROOT, b"top", 0o755, ME).unwrap().ino;
     let mut dirs = vec![top];
     for i in 0..20u32 {
