@@ -107,3 +107,24 @@ pub fn read_all(fs: &Fs, ino: u64) -> Vec<u8> {
     }
     out
 }
+
+/// Asserts two byte strings are equal, naming the first difference (never
+/// printing megabytes).
+#[track_caller]
+pub fn assert_bytes(got: &[u8], want: &[u8], what: &str) {
+    if got == want {
+        return;
+    }
+    let first = got
+        .iter()
+        .zip(want)
+        .position(|(a, b)| a != b)
+        .unwrap_or(got.len().min(want.len()));
+    panic!(
+        "{what}: {} bytes, expected {}; first difference at byte {first} (got {:?}, expected {:?})",
+        got.len(),
+        want.len(),
+        got.get(first),
+        want.get(first)
+    );
+}
