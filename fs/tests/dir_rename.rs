@@ -337,11 +337,19 @@ fn concurrent_cross_directory_renames_do_not_deadlock() {
             })
         })
         .collect();
-    let ends: Vec<usize> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for r in readers {
-        r.join().unwrap();
-    }
+    // A deadlock fails the test instead of hanging it.
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let ends: Vec<usize> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for r in readers {
+            r.join().unwrap();
+        }
+        let _ = done_tx.send(ends);
+    });
+    let ends = done_rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("renames deadlocked (or a thread panicked)");
     for (t, &at) in ends.iter().enumerate() {
         let d = fs.lookup(dirs[at], format!("t{t}").as_bytes()).unwrap().ino;
         assert_eq!(fs.lookup(d, b"..").unwrap().ino, dirs[at]);
