@@ -7,18 +7,13 @@
 //! must be replayed before anything else is looked at.
 //!
 //! Replay is the journal's own `keelfs_fs::journal::recover` ([`replay`]),
-//! run by a repair before anything else is read, as at mount. It is built
-//! with the `journal-recovery` feature: the redo journal and the fs core
-//! are merged in one tree only by the lead (the fs core of this branch
-//! still opens the interim journal), so the feature is off here. Without
-//! it, a committed transaction in the ring is an error fsck cannot fix
-//! ("journal recovery is not available"), and a repair changes nothing:
-//! repairing a filesystem whose journal will later be replayed over the
-//! repairs would undo them. Under `-n`, with or without the feature, the
-//! ring cannot be replayed; the check looks at the filesystem without it
-//! (as e2fsck -n does) and the journal is an error (exit 4). A ring holding
-//! no committed transaction (an empty ring, or a torn last transaction that
-//! recovery would discard) needs nothing.
+//! run by a repair before anything else is read, as at mount (images
+//! written home on the in-service legs, data intents resolved, the tail
+//! moved past everything). Under `-n` the ring cannot be replayed: the
+//! check looks at the filesystem without it (as e2fsck -n does) and the
+//! journal is an error (exit 4) that a repair fixes. A ring holding no
+//! committed transaction (an empty ring, or a torn last transaction that
+//! recovery discards) needs nothing.
 //!
 //! A journal superblock with no good copy, or never written, is rewritten
 //! by repair as an empty journal.
@@ -40,7 +35,6 @@ use keelfs_fs::devset::DeviceSet;
 /// left empty. Returns what was written (records replayed, or a journal
 /// superblock the legs disagreed on), or `None` if nothing was; the caller
 /// identifies the set again afterwards.
-#[cfg(feature = "journal-recovery")]
 pub fn replay(set: &DeviceSet) -> Result<Option<String>, FsckError> {
     let layout = set.superblock().layout;
     let r = keelfs_fs::journal::recover(set.volume(), &layout)?;
@@ -66,13 +60,6 @@ pub fn replay(set: &DeviceSet) -> Result<Option<String>, FsckError> {
         text.push_str(&format!("\n  data block {block}: intent unresolved: {why}"));
     }
     Ok(Some(text))
-}
-
-/// Without the redo journal's recovery there is nothing to replay with;
-/// the journal pass reports a ring that needs it.
-#[cfg(not(feature = "journal-recovery"))]
-pub fn replay(_set: &DeviceSet) -> Result<Option<String>, FsckError> {
-    Ok(None)
 }
 
 /// A committed transaction found in the ring.
@@ -129,24 +116,16 @@ impl Checker<'_> {
         self.journal_sb = Some(jsb);
         if let Some(tx) = self.committed_transaction(&jsb) {
             self.journal_pending = true;
-            let message = if cfg!(feature = "journal-recovery") {
+            self.report.error(
+                Pass::Journal,
+                true,
                 format!(
                     "the journal holds committed transactions (from sequence {}, {} blocks) \
                      that were not replayed: the filesystem is checked as it is; a repair \
                      (-y) or a mount replays them",
                     tx.sequence, tx.blocks
-                )
-            } else {
-                format!(
-                    "the journal holds committed transactions (from sequence {}, {} blocks) \
-                     that were not replayed, and journal recovery is not available in this \
-                     fsck.keelfs: the filesystem is checked as it is and nothing is repaired \
-                     (mounting it replays the journal)",
-                    tx.sequence, tx.blocks
-                )
-            };
-            self.report
-                .error(Pass::Journal, cfg!(feature = "journal-recovery"), message);
+                ),
+            );
         }
         Ok(())
     }

@@ -7,9 +7,7 @@
 //!
 //! 1. superblocks (both copies on every leg) and set membership;
 //! 2. the journal: a repair first replays committed transactions with the
-//!    journal's own `recover` (the `journal-recovery` feature, off until
-//!    the fs core opens the redo journal: see `journal.rs`); `-n` reports a
-//!    journal that needs replaying;
+//!    journal's own `recover`; `-n` reports a journal that needs replaying;
 //! 3. every reachable metadata block on every leg, against the generation
 //!    its parent records; fixed blocks compared by generation;
 //! 4. every written data block on every leg against its tag;

@@ -48,29 +48,41 @@ fn fresh_filesystems_are_clean() {
     }
 }
 
+fn populated_is_clean(legs: usize, bs: u32) {
+    let img = Image::new(legs, 16 * MIB, bs);
+    let fs = img.mount();
+    let p = populate(&fs);
+    fs.unmount().unwrap();
+    let (leaves, nodes) = dir_blocks(&img, p.big_dir);
+    assert!(
+        !nodes.is_empty() && leaves.len() > 1,
+        "big directory has nodes"
+    );
+    let (ext_nodes, _) = file_blocks(&img, p.fragmented);
+    assert!(!ext_nodes.is_empty(), "fragmented file has an extent tree");
+    assert!(xattr_blocks(&img, p.xattr_file).len() >= 2);
+    let before = img.contents();
+    assert_clean(&img, &format!("populated, {legs} legs, {bs}-byte blocks"));
+    assert!(img.contents() == before, "fsck -n changed the image");
+    let o = img.repair();
+    assert_eq!(o.exit_code, EXIT_CLEAN, "{:?}", o.last().findings());
+    assert!(img.contents() == before, "fsck -y changed a clean image");
+    let fs = img.mount();
+    verify_population(&fs, &p);
+    fs.unmount().unwrap();
+}
+
 #[test]
-fn populated_filesystems_are_clean() {
-    for (legs, bs) in [(2, 4096), (1, 1024), (3, 2048)] {
-        let img = Image::new(legs, 16 * MIB, bs);
-        let fs = img.mount();
-        let p = populate(&fs);
-        fs.unmount().unwrap();
-        let (leaves, nodes) = dir_blocks(&img, p.big_dir);
-        assert!(
-            !nodes.is_empty() && leaves.len() > 1,
-            "big directory has nodes"
-        );
-        let (ext_nodes, _) = file_blocks(&img, p.fragmented);
-        assert!(!ext_nodes.is_empty(), "fragmented file has an extent tree");
-        assert!(xattr_blocks(&img, p.xattr_file).len() >= 2);
-        let before = img.contents();
-        assert_clean(&img, &format!("populated, {legs} legs, {bs}-byte blocks"));
-        assert!(img.contents() == before, "fsck -n changed the image");
-        let o = img.repair();
-        assert_eq!(o.exit_code, EXIT_CLEAN, "{:?}", o.last().findings());
-        assert!(img.contents() == before, "fsck -y changed a clean image");
-        let fs = img.mount();
-        verify_population(&fs, &p);
-        fs.unmount().unwrap();
-    }
+fn populated_two_legs_4k_is_clean() {
+    populated_is_clean(2, 4096);
+}
+
+#[test]
+fn populated_one_leg_1k_is_clean() {
+    populated_is_clean(1, 1024);
+}
+
+#[test]
+fn populated_three_legs_2k_is_clean() {
+    populated_is_clean(3, 2048);
 }

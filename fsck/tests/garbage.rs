@@ -119,7 +119,7 @@ fn random_garbage_never_panics_and_is_repaired() {
     let seeds: u64 = std::env::var("FSCK_GARBAGE_SEEDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(14);
+        .unwrap_or(10);
     for seed in 0..seeds {
         run_seed(seed);
     }

@@ -1,9 +1,8 @@
 //! The journal: a ring holding a committed transaction must be replayed
-//! before anything else. fsck -n reports it (exit 4) and changes nothing.
-//! With the `journal-recovery` feature (`keelfs_fs::journal::recover`),
-//! fsck -y replays it first; without, it reports it and changes nothing
-//! (exit 4). A torn transaction (no valid commit block) is what recovery
-//! discards, and is no reason to stop.
+//! before anything else. fsck -n reports it (exit 4) and changes nothing;
+//! fsck -y replays it first (`keelfs_fs::journal::recover`). A torn
+//! transaction (no valid commit block) is what recovery discards, and is
+//! no reason to stop.
 
 mod support;
 
@@ -92,25 +91,6 @@ fn check_only_reports_a_journal_to_replay() {
     assert_eq!(o.status.code(), Some(4), "{}", stdout(&o));
 }
 
-#[cfg(not(feature = "journal-recovery"))]
-#[test]
-fn a_committed_transaction_stops_repairs() {
-    let (img, _) = fresh_populated();
-    write_transaction(&img, true);
-    let before = img.contents();
-    for o in [img.check(), img.repair()] {
-        assert_eq!(o.exit_code, EXIT_UNCORRECTED);
-        assert!(
-            o.first().mentions("journal recovery is not available"),
-            "{:?}",
-            o.first().findings()
-        );
-        assert_eq!(o.blocks_written(), 0);
-    }
-    assert!(img.contents() == before, "nothing may change");
-}
-
-#[cfg(feature = "journal-recovery")]
 #[test]
 fn a_repair_replays_the_journal_first() {
     let (img, p) = fresh_populated();

@@ -134,7 +134,7 @@ fn a_lost_write_is_found_by_its_generation() {
 }
 
 #[test]
-fn a_crash_after_commit_leaves_a_clean_filesystem() {
+fn a_crash_is_replayed_and_a_sound_filesystem_marked_clean() {
     let (img, p) = fresh_populated();
     let fs = img.mount();
     let t = Tree::new(&fs);
@@ -145,26 +145,29 @@ fn a_crash_after_commit_leaves_a_clean_filesystem() {
     fs.journal().commit().unwrap();
     drop(fs); // a crash: not unmounted, summary counts not written
     assert!(!img.superblock().state.clean_unmount);
+    // The redo journal holds the committed transactions: -n cannot replay
+    // them (exit 4); -y replays them first, as a mount would.
     let o = img.check();
-    if cfg!(feature = "journal-recovery") {
-        // The redo journal holds the committed transactions: -n cannot
-        // replay them (exit 4); -y replays them first, as a mount would.
-        assert_eq!(o.exit_code, EXIT_UNCORRECTED, "{}", messages(&o));
-        assert!(o.first().mentions("journal holds committed transactions"));
-        let o = img.repair();
-        assert!(o.replayed.is_some());
-        assert_eq!(o.exit_code, EXIT_CORRECTED, "{:?}", o.last().findings());
-    } else {
-        assert_eq!(o.exit_code, EXIT_CLEAN, "{}", messages(&o));
-        assert!(o
-            .first()
-            .findings()
-            .iter()
-            .any(|f| f.message.contains("not cleanly")));
-        // A repair only marks it clean: nothing was wrong.
-        let o = img.repair();
-        assert_eq!(o.exit_code, EXIT_CLEAN, "{:?}", o.last().findings());
-    }
+    assert_eq!(o.exit_code, EXIT_UNCORRECTED, "{}", messages(&o));
+    assert!(o.first().mentions("journal holds committed transactions"));
+    let o = img.repair();
+    assert!(o.replayed.is_some());
+    assert_eq!(o.exit_code, EXIT_CORRECTED, "{:?}", o.last().findings());
+    assert_eq!(img.check().exit_code, EXIT_CLEAN);
+    // A crash right after a mount (which replays the journal): nothing to
+    // replay, not cleanly unmounted, sound. -n is clean; -y only marks it
+    // clean, which is no correction.
+    drop(img.mount());
+    assert!(!img.superblock().state.clean_unmount);
+    let o = img.check();
+    assert_eq!(o.exit_code, EXIT_CLEAN, "{}", messages(&o));
+    assert!(o
+        .first()
+        .findings()
+        .iter()
+        .any(|f| f.message.contains("not cleanly")));
+    let o = img.repair();
+    assert_eq!(o.exit_code, EXIT_CLEAN, "{:?}", o.last().findings());
     assert!(img.superblock().state.clean_unmount);
     let o = fsck_paths(
         &img.paths,
