@@ -1,7 +1,27 @@
 //! Block and inode allocation.
 //!
-//! (The allocator itself is being built; this file fixes the interface the
-//! directory, extent and xattr code allocate their metadata blocks through.)
+//! * [`MetaAllocator`]: the interface tree-structured metadata (directory,
+//!   extent and xattr blocks) gets its blocks through.
+//! * [`BlockAllocator`] (`alloc/blocks.rs`): the block bitmap, for data and
+//!   metadata blocks; goal-directed contiguous runs; implements
+//!   [`MetaAllocator`].
+//! * [`InodeAllocator`] (`alloc/inodes.rs`): the inode bitmap, initialising
+//!   never-written inode-table blocks on first use.
+//! * `alloc/groups.rs`: what both stand on, a §3 bitmap split into groups
+//!   (one per bitmap block, each with its own mutex), claims, and freed
+//!   items that stay unusable until the freeing transaction commits.
+//!
+//! Every change to a bitmap is part of the caller's transaction. Free
+//! counts are kept in memory; the superblock's summary is written from them
+//! at sync and unmount.
+
+mod blocks;
+mod groups;
+mod inodes;
+
+pub use blocks::BlockAllocator;
+pub use groups::Claim;
+pub use inodes::InodeAllocator;
 
 use crate::error::FsResult;
 use crate::journal::TxHandle;

@@ -3,6 +3,9 @@
 //! * [`format`]: the single implementation of the on-disk format described
 //!   byte by byte in `docs/format.md`. `mkfs.keelfs`, `fsck.keelfs` and the
 //!   mount program all encode and decode keelfs structures through it.
+//! * [`core`]: the mounted filesystem ([`core::Fs`]): allocators, inode
+//!   cache, extent trees, file data.
+//! * [`alloc`]: block and inode allocation.
 //! * [`journal`]: every metadata change goes through a transaction.
 //! * [`fuse`]: mounting, the daemon and the worker pool of the FUSE adapter.
 //! * [`devset`]: the legs a filesystem lives on: opening, identifying and
@@ -14,6 +17,7 @@
 //! they become errno only at the FUSE boundary.
 
 pub mod alloc;
+pub mod core;
 pub mod devset;
 pub mod error;
 pub mod format;

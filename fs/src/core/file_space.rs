@@ -1,0 +1,335 @@
+//! A regular file's space: truncate, fallocate (allocate, keep size, punch
+//! hole, zero range) and SEEK_DATA / SEEK_HOLE.
+//!
+//! What it promises:
+//!
+//! * **truncate** to a smaller size frees every block wholly past the new
+//!   size (preallocated blocks past the old size included) and zeroes the
+//!   rest of the new last block, so bytes past the size always read as
+//!   zero; to a larger size it only changes the size (a hole). An inline
+//!   file stays inline while the new size is ≤ 128 bytes.
+//! * **fallocate** mode 0 allocates unwritten extents over the holes of the
+//!   range (they read as zeros) and extends the size; `KEEP_SIZE` leaves
+//!   the size; `PUNCH_HOLE` (with `KEEP_SIZE`, as Linux requires) frees the
+//!   whole blocks of the range and zeroes the partial ones; `ZERO_RANGE`
+//!   does the same and then allocates unwritten extents over the whole
+//!   blocks, extending the size unless `KEEP_SIZE`. Other modes
+//!   (collapse, insert, unshare) are `NotSupported`. Running out of space
+//!   part-way leaves the blocks allocated so far (as Linux filesystems do)
+//!   and fails with `NoSpace`; the tree stays consistent.
+//! * **SEEK_DATA / SEEK_HOLE**: unwritten extents count as holes (as on
+//!   ext4 and xfs without dirty pages); every file has a hole at its end;
+//!   an offset at or past the size is `NoSuchOffset` (ENXIO).
+//!
+//! What it relies on: the caller holds the inode's lock (exclusive for
+//! truncate and fallocate, with the journal handle taken first; shared for
+//! seeking); the extent tree, allocator and the overwrite path of
+//! `file.rs`. Timestamps and storing the inode are the caller's.
+
+use super::extent::{self, PieceKind, TreeWriter};
+use super::file::MAX_FILE_SIZE;
+use super::inode::InodeState;
+use super::Fs;
+use crate::error::{FsError, FsResult};
+use crate::format::inode::INLINE_MAX;
+use crate::format::{DataArea, ExtentLeaf, FileType};
+use crate::journal::TxHandle;
+
+/// `fallocate` mode bits (Linux `FALLOC_FL_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FallocMode(pub i32);
+
+impl FallocMode {
+    pub const KEEP_SIZE: i32 = libc::FALLOC_FL_KEEP_SIZE;
+    pub const PUNCH_HOLE: i32 = libc::FALLOC_FL_PUNCH_HOLE;
+    pub const ZERO_RANGE: i32 = libc::FALLOC_FL_ZERO_RANGE;
+
+    fn has(self, bit: i32) -> bool {
+        self.0 & bit != 0
+    }
+}
+
+/// SEEK_DATA or SEEK_HOLE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeekKind {
+    Data,
+    Hole,
+}
+
+fn check_regular(state: &InodeState) -> FsResult<()> {
+    state.check_live()?;
+    match state.file_type {
+        FileType::Regular => Ok(()),
+        FileType::Directory => Err(FsError::IsDir),
+        _ => Err(FsError::Invalid("not a regular file".into())),
+    }
+}
+
+impl Fs {
+    /// Sets the size of a regular file (see the module docs). Does not
+    /// touch timestamps or store the inode.
+    pub(crate) fn truncate_file(
+        &self,
+        tx: &TxHandle<'_>,
+        state: &mut InodeState,
+        size: u64,
+    ) -> FsResult<()> {
+        check_regular(state)?;
+        if size > MAX_FILE_SIZE {
+            return Err(FsError::TooBig);
+        }
+        if let DataArea::Inline(bytes) = &mut state.inode.data {
+            if size <= INLINE_MAX as u64 {
+                bytes.resize(size as usize, 0);
+                state.inode.size = size;
+                return Ok(());
+            }
+            self.make_extents(tx, state)?;
+        }
+        let bs = self.block_size();
+        if size <= state.size {
+            // Shrinking (or truncating to the size) also drops blocks
+            // preallocated past the size.
+            self.free_range(tx, state, size.div_ceil(bs), u64::MAX)?;
+            if size < state.size && size % bs != 0 {
+                self.zero_in_block(tx, state, size / bs, (size % bs) as usize, bs as usize)?;
+            }
+        }
+        state.size = size;
+        Ok(())
+    }
+
+    /// Removes logical blocks `start .. end` from the tree and frees them.
+    fn free_range(
+        &self,
+        tx: &TxHandle<'_>,
+        state: &mut InodeState,
+        start: u64,
+        end: u64,
+    ) -> FsResult<()> {
+        let DataArea::Extents(root) = &mut state.inode.data else {
+            return Ok(());
+        };
+        let mut tree = TreeWriter::new(&self.cache, &self.blocks, tx, 0);
+        let result = tree.remove(root, start, end);
+        state.inode.blocks = state
+            .inode
+            .blocks
+            .saturating_add_signed(tree.node_blocks_delta());
+        for e in result? {
+            self.blocks
+                .free_blocks_in(tx, e.physical, u64::from(e.length))?;
+            state.inode.blocks = state.inode.blocks.saturating_sub(u64::from(e.length));
+        }
+        Ok(())
+    }
+
+    /// Zeroes bytes `from .. to` of logical block `block` if it holds
+    /// written data (holes and unwritten blocks read as zeros already).
+    fn zero_in_block(
+        &self,
+        tx: &TxHandle<'_>,
+        state: &mut InodeState,
+        block: u64,
+        from: usize,
+        to: usize,
+    ) -> FsResult<()> {
+        let DataArea::Extents(root) = &state.data else {
+            return Ok(());
+        };
+        let Some(e) = extent::lookup(&self.cache, root, block)? else {
+            return Ok(());
+        };
+        if e.unwritten {
+            return Ok(());
+        }
+        let mut bytes = self.read_blocks(root, block, 1)?;
+        bytes[from..to].fill(0);
+        self.overwrite(tx, e.physical + (block - e.logical), &bytes)
+    }
+
+    /// fallocate (see the module docs). Does not touch timestamps or store
+    /// the inode.
+    pub(crate) fn fallocate_file(
+        &self,
+        tx: &TxHandle<'_>,
+        state: &mut InodeState,
+        offset: u64,
+        len: u64,
+        mode: FallocMode,
+    ) -> FsResult<()> {
+        check_regular(state)?;
+        let known = FallocMode::KEEP_SIZE | FallocMode::PUNCH_HOLE | FallocMode::ZERO_RANGE;
+        if mode.0 & !known != 0 {
+            return Err(FsError::NotSupported);
+        }
+        let punch = mode.has(FallocMode::PUNCH_HOLE);
+        let zero = mode.has(FallocMode::ZERO_RANGE);
+        let keep = mode.has(FallocMode::KEEP_SIZE);
+        if punch && !keep {
+            return Err(FsError::NotSupported);
+        }
+        if punch && zero {
+            return Err(FsError::Invalid(
+                "punch hole and zero range together".into(),
+            ));
+        }
+        if len == 0 {
+            return Err(FsError::Invalid("fallocate of 0 bytes".into()));
+        }
+        let end = offset
+            .checked_add(len)
+            .filter(|&e| e <= MAX_FILE_SIZE)
+            .ok_or(FsError::TooBig)?;
+        if let DataArea::Inline(bytes) = &mut state.inode.data {
+            let new_size = if keep {
+                state.inode.size
+            } else {
+                state.inode.size.max(end)
+            };
+            // Zeroing needs only the bytes; allocating a range that reaches
+            // past the inline area needs real blocks.
+            let fits = if punch || zero {
+                new_size
+            } else {
+                end.max(new_size)
+            };
+            if fits <= INLINE_MAX as u64 {
+                if punch || zero {
+                    let to = (end as usize).min(bytes.len());
+                    if (offset as usize) < to {
+                        bytes[offset as usize..to].fill(0);
+                    }
+                }
+                bytes.resize(new_size as usize, 0);
+                state.inode.size = new_size;
+                return Ok(());
+            }
+            self.make_extents(tx, state)?;
+        }
+        let bs = self.block_size();
+        if punch || zero {
+            let (full0, full1) = (offset.div_ceil(bs), end / bs);
+            let (first, last) = (offset / bs, (end - 1) / bs);
+            if full0 < full1 {
+                self.free_range(tx, state, full0, full1)?;
+            }
+            if first == last && (offset % bs != 0 || end % bs != 0) {
+                let to = if end % bs == 0 { bs } else { end % bs };
+                self.zero_in_block(tx, state, first, (offset % bs) as usize, to as usize)?;
+            } else {
+                if offset % bs != 0 {
+                    self.zero_in_block(tx, state, first, (offset % bs) as usize, bs as usize)?;
+                }
+                if end % bs != 0 {
+                    self.zero_in_block(tx, state, last, 0, (end % bs) as usize)?;
+                }
+            }
+            if zero && full0 < full1 {
+                self.allocate_unwritten(tx, state, full0, full1)?;
+            }
+        } else {
+            self.allocate_unwritten(tx, state, offset / bs, end.div_ceil(bs))?;
+        }
+        if !keep {
+            state.size = state.size.max(end);
+        }
+        Ok(())
+    }
+
+    /// Allocates unwritten extents over the holes of logical blocks
+    /// `start .. end`.
+    fn allocate_unwritten(
+        &self,
+        tx: &TxHandle<'_>,
+        state: &mut InodeState,
+        start: u64,
+        end: u64,
+    ) -> FsResult<()> {
+        let ino = state.ino();
+        let DataArea::Extents(root) = &state.data else {
+            return Ok(());
+        };
+        let pieces = extent::map(&self.cache, root, start, end)?;
+        let mut goal = self.goal_after(root, start, ino)?;
+        for piece in pieces {
+            if piece.kind != PieceKind::Hole {
+                if let Some(p) = piece.physical_of(piece.end() - 1) {
+                    goal = p + 1;
+                }
+                continue;
+            }
+            let mut k = 0;
+            while k < piece.len {
+                let want = (piece.len - k).min(u64::from(crate::format::extent::EXTENT_MAX_LEN));
+                let (physical, got) = self.blocks.alloc_blocks(tx, goal, want)?;
+                let leaf = ExtentLeaf {
+                    logical: piece.logical + k,
+                    length: got as u32,
+                    unwritten: true,
+                    physical,
+                };
+                if let Err(e) = self.publish_run(tx, state, leaf, None) {
+                    let _ = self.blocks.unalloc_blocks(tx, physical, got);
+                    return Err(e);
+                }
+                state.blocks += got;
+                k += got;
+                goal = physical + got;
+            }
+        }
+        Ok(())
+    }
+
+    /// SEEK_DATA / SEEK_HOLE from `offset` (see the module docs).
+    pub(crate) fn seek_file(
+        &self,
+        state: &InodeState,
+        offset: u64,
+        kind: SeekKind,
+    ) -> FsResult<u64> {
+        check_regular(state)?;
+        let size = state.size;
+        if offset >= size {
+            return Err(FsError::NoSuchOffset);
+        }
+        let root = match &state.data {
+            DataArea::Inline(_) => {
+                return Ok(match kind {
+                    SeekKind::Data => offset,
+                    SeekKind::Hole => size,
+                })
+            }
+            DataArea::Extents(root) => root,
+            _ => {
+                return Err(FsError::Corrupt(format!(
+                    "inode {} has no extent tree",
+                    state.ino()
+                )))
+            }
+        };
+        let bs = self.block_size();
+        let mut pos = offset / bs;
+        let last = size.div_ceil(bs);
+        // Walk leaf by leaf (map would list every extent up to the end).
+        while pos < last {
+            let step = (last - pos).min(1 << 20);
+            for piece in extent::map(&self.cache, root, pos, pos + step)? {
+                let is_data = matches!(piece.kind, PieceKind::Data { .. });
+                if is_data == (kind == SeekKind::Data) {
+                    let at = (piece.logical * bs).max(offset);
+                    return match kind {
+                        SeekKind::Data if at >= size => Err(FsError::NoSuchOffset),
+                        SeekKind::Data => Ok(at),
+                        SeekKind::Hole => Ok(at.min(size)),
+                    };
+                }
+            }
+            pos += step;
+        }
+        match kind {
+            SeekKind::Data => Err(FsError::NoSuchOffset),
+            SeekKind::Hole => Ok(size),
+        }
+    }
+}

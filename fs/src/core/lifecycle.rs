@@ -1,0 +1,313 @@
+//! The life of an inode: creation, links dropping to zero, the orphan list,
+//! the kernel forgetting it, freeing, and orphan recovery at mount.
+//!
+//! What it promises (the API the namespace operations are built on):
+//!
+//! * [`Fs::create_inode`] allocates an inode (near its parent), bumps the
+//!   slot's generation past the last user's, initialises it (type,
+//!   permissions, owner, rdev for devices, parent for directories, link
+//!   count 1, all four times now, the empty data area of its type), stores
+//!   it in the caller's transaction and returns its cell;
+//! * [`Fs::drop_link`] takes one link away; at zero the inode is freed at
+//!   once if neither the kernel (lookups) nor an open handle refers to it,
+//!   else it goes on the orphan list and is freed when the last of them
+//!   goes ([`Fs::forget`], [`Fs::release`]) — or, after a crash, at the next
+//!   mount ([`Fs::recover_orphans`], run by `mount`);
+//! * freeing an inode frees everything it holds (`reclaim.rs`), takes it off
+//!   the orphan list, writes its slot free (keeping the generation) and
+//!   clears its bitmap bit — one transaction; its cell is marked dead and
+//!   dropped from the cache;
+//! * freeing runs once: the checks are repeated under the inode's lock.
+//!
+//! What it relies on: the inode cache, the allocators, the orphan list and
+//! the superblock keeper; the caller's lock order (journal handle before
+//! the inode lock it passes in).
+
+use super::inode::{InodeCell, InodeState};
+use super::time;
+use super::{reclaim, Fs};
+use crate::error::{FsError, FsResult};
+use crate::format::{FileType, Inode, InodeSlot};
+use crate::journal::TxHandle;
+use std::collections::HashSet;
+use std::sync::Arc;
+
+impl Fs {
+    /// The cell of inode `ino`; `Stale` if it is not in use.
+    pub fn inode(&self, ino: u64) -> FsResult<Arc<InodeCell>> {
+        self.inodes.get(&self.ialloc, ino)
+    }
+
+    /// Allocates and initialises a new inode of `mode` (type and permission
+    /// bits); see the module docs. The link count is 1 (a directory's
+    /// caller adds the link its own "." stands for). Symlinks are made with
+    /// their target by [`Fs::create_symlink`].
+    pub fn create_inode(
+        &self,
+        tx: &TxHandle<'_>,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        rdev: u64,
+        parent: u64,
+    ) -> FsResult<Arc<InodeCell>> {
+        self.check_writable()?;
+        let file_type = FileType::from_mode(mode)
+            .ok_or_else(|| FsError::Invalid(format!("mode {mode:#o} names no file type")))?;
+        if file_type == FileType::Symlink {
+            return Err(FsError::Invalid(
+                "a symlink is created with its target: use create_symlink".into(),
+            ));
+        }
+        let mut inode = new_inode(file_type, mode, uid, gid);
+        if matches!(file_type, FileType::CharDevice | FileType::BlockDevice) {
+            inode.rdev = rdev;
+        }
+        if file_type == FileType::Directory {
+            inode.parent = parent;
+        }
+        self.install_inode(tx, parent, inode)
+    }
+
+    /// Allocates an inode near `goal`, gives `inode` the slot's next
+    /// generation (and, for a directory without one, itself as parent),
+    /// stores it and caches its cell. Nothing is left allocated on error.
+    pub(crate) fn install_inode(
+        &self,
+        tx: &TxHandle<'_>,
+        goal: u64,
+        mut inode: Inode,
+    ) -> FsResult<Arc<InodeCell>> {
+        let ino = self.ialloc.alloc_inode(tx, goal)?;
+        let result = (|| {
+            inode.generation = match self.inodes.read_slot(ino)? {
+                InodeSlot::Free { generation } => generation.wrapping_add(1),
+                InodeSlot::Used(_) => {
+                    return Err(FsError::Corrupt(format!(
+                        "inode {ino} is free in the bitmap but its slot is in use"
+                    )))
+                }
+            };
+            if inode.file_type == FileType::Directory && inode.parent == 0 {
+                inode.parent = ino;
+            }
+            self.inodes
+                .write_slot(tx, ino, &InodeSlot::Used(inode.clone()), &self.orphans)
+        })();
+        if let Err(e) = result {
+            let _ = self.ialloc.unalloc_inode(tx, ino);
+            return Err(e);
+        }
+        Ok(self.inodes.insert_new(ino, inode))
+    }
+
+    /// Stores the inode held by `state` in `tx`.
+    pub fn store_inode(&self, tx: &TxHandle<'_>, state: &InodeState) -> FsResult<()> {
+        self.inodes.store(tx, state, &self.orphans)
+    }
+
+    /// Takes one link away (and sets ctime); at zero links, frees the inode
+    /// or puts it on the orphan list (see the module docs).
+    pub fn drop_link(
+        &self,
+        tx: &TxHandle<'_>,
+        cell: &InodeCell,
+        state: &mut InodeState,
+    ) -> FsResult<()> {
+        self.check_writable()?;
+        state.check_live()?;
+        if state.links == 0 {
+            return Err(FsError::Corrupt(format!(
+                "inode {} has no link to drop",
+                state.ino()
+            )));
+        }
+        state.links -= 1;
+        state.ctime = time::now();
+        if state.links > 0 {
+            return self.store_inode(tx, state);
+        }
+        self.unlinked(tx, cell, state)
+    }
+
+    /// The inode's link count is 0 (the caller set it): free it now, or
+    /// orphan it while the kernel or a handle still refers to it.
+    pub fn unlinked(
+        &self,
+        tx: &TxHandle<'_>,
+        cell: &InodeCell,
+        state: &mut InodeState,
+    ) -> FsResult<()> {
+        state.check_live()?;
+        if state.links != 0 {
+            return self.store_inode(tx, state);
+        }
+        if cell.in_use() {
+            self.orphans.push(state.ino(), tx.seq());
+            self.store_inode(tx, state)?;
+            self.note_orphan_change(tx);
+            Ok(())
+        } else {
+            self.free_inode(tx, state)
+        }
+    }
+
+    /// The kernel forgets `nlookup` lookups of `ino` (FUSE forget): an
+    /// unlinked inode nobody refers to any more is freed, an idle cell may
+    /// leave the cache.
+    pub fn forget(&self, ino: u64, nlookup: u64) -> FsResult<()> {
+        let Some(cell) = self.inodes.cached_cell(ino) else {
+            return Ok(());
+        };
+        if cell.forget(nlookup) == 0 && cell.opens() == 0 {
+            self.reclaim_if_unlinked(&cell)?;
+            drop(cell);
+            self.inodes.evict(ino);
+        }
+        Ok(())
+    }
+
+    /// Frees `cell`'s inode if it has no link and nobody refers to it.
+    pub(crate) fn reclaim_if_unlinked(&self, cell: &InodeCell) -> FsResult<()> {
+        if self.read_only {
+            return Ok(());
+        }
+        {
+            let state = cell.read();
+            if !state.is_live() || state.links != 0 {
+                return Ok(());
+            }
+        }
+        let tx = self.journal.start()?;
+        let mut state = cell.write();
+        if !state.is_live() || state.links != 0 || cell.in_use() {
+            return Ok(());
+        }
+        self.free_inode(&tx, &mut state)
+    }
+
+    /// Frees the inode held by `state` (see the module docs).
+    pub(crate) fn free_inode(&self, tx: &TxHandle<'_>, state: &mut InodeState) -> FsResult<()> {
+        let ino = state.ino();
+        reclaim::free_storage(self, tx, &mut state.inode)?;
+        if let Some(pred) = self.orphans.remove(ino, tx.seq()) {
+            if pred != 0 {
+                self.inodes.relink_orphan(tx, pred, &self.orphans)?;
+            }
+            self.note_orphan_change(tx);
+        }
+        self.inodes.write_slot(
+            tx,
+            ino,
+            &InodeSlot::Free {
+                generation: state.generation,
+            },
+            &self.orphans,
+        )?;
+        self.ialloc.free_inode(tx, ino)?;
+        state.mark_dead();
+        self.inodes.remove(ino);
+        Ok(())
+    }
+
+    /// After `tx` is durable, write the superblock with the orphan head as
+    /// of `tx` (if it changed).
+    fn note_orphan_change(&self, tx: &TxHandle<'_>) {
+        let keeper = Arc::clone(&self.keeper);
+        let orphans = Arc::clone(&self.orphans);
+        let seq = tx.seq();
+        tx.after_commit(Box::new(move || {
+            if let Some(head) = orphans.head_as_of(seq) {
+                if let Err(e) = keeper.write(seq, |sb| sb.orphan_head = head) {
+                    log::error!("writing the orphan list head {head} to the superblocks: {e}");
+                }
+            }
+        }));
+    }
+
+    /// Walks the orphan chain a crash left (from `head`) and frees every
+    /// inode on it, in one transaction, then records an empty list. A
+    /// broken chain (a link to a free inode, to an inode with links, out of
+    /// range, or a loop) stops the walk with a warning: what is beyond it
+    /// is left to fsck.
+    pub(crate) fn recover_orphans(&self, head: u64) -> FsResult<()> {
+        if head == 0 {
+            return Ok(());
+        }
+        let mut chain = Vec::new();
+        let mut seen = HashSet::new();
+        let mut ino = head;
+        while ino != 0 {
+            if ino > self.layout.inode_count || !seen.insert(ino) {
+                log::warn!("orphan list: bad link to inode {ino}; the rest is left to fsck");
+                break;
+            }
+            if !self.ialloc.is_allocated(ino)? {
+                log::warn!("orphan list: inode {ino} is free; the rest is left to fsck");
+                break;
+            }
+            match self.inodes.read_slot(ino)? {
+                InodeSlot::Used(inode) if inode.links == 0 => {
+                    chain.push(ino);
+                    ino = inode.next_orphan;
+                }
+                _ => {
+                    log::warn!("orphan list: inode {ino} is linked; the rest is left to fsck");
+                    break;
+                }
+            }
+        }
+        log::info!("freeing {} orphan inode(s) left by a crash", chain.len());
+        self.orphans.replace(chain.clone());
+        {
+            let tx = self.journal.start()?;
+            for ino in chain {
+                let cell = self.inode(ino)?;
+                let mut state = cell.write();
+                self.free_inode(&tx, &mut state)?;
+            }
+        }
+        self.journal.commit()?;
+        let gen = self.journal.committed_seq();
+        self.keeper.write(gen, |sb| sb.orphan_head = 0)?;
+        self.orphans.written();
+        Ok(())
+    }
+
+    /// At unmount: nothing is open any more, so every orphan is freed.
+    pub(crate) fn free_remaining_orphans(&self) -> FsResult<()> {
+        let list = self.orphans.list();
+        if list.is_empty() {
+            return Ok(());
+        }
+        let tx = self.journal.start()?;
+        for ino in list {
+            let cell = self.inode(ino)?;
+            let mut state = cell.write();
+            if state.is_live() && state.links == 0 {
+                self.free_inode(&tx, &mut state)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A fresh inode of `file_type`: permissions from `mode`, owner, one link,
+/// every time now, the empty data area of its type (an empty inline area
+/// for a regular file).
+pub(crate) fn new_inode(file_type: FileType, mode: u32, uid: u32, gid: u32) -> Inode {
+    let now = time::now();
+    let mut inode = Inode::new(file_type, (mode & 0o7777) as u16);
+    if file_type == FileType::Regular {
+        // Small files live in the inode until they outgrow it.
+        inode.data = crate::format::DataArea::Inline(Vec::new());
+    }
+    inode.uid = uid;
+    inode.gid = gid;
+    inode.links = 1;
+    inode.atime = now;
+    inode.mtime = now;
+    inode.ctime = now;
+    inode.btime = now;
+    inode
+}

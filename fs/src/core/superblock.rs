@@ -1,0 +1,131 @@
+//! The mounted filesystem's superblock: the in-memory copy and the writes
+//! of every leg's copies.
+//!
+//! The superblock is not journalled (each leg has its own copy, with its own
+//! device fields), so it is written whole, through
+//! [`devset::write_superblocks`]: every primary, a flush, every backup, a
+//! flush. It is written at mount (state "not clean", mount count, last
+//! mount time), after commits that changed the orphan list's head, at
+//! `syncfs` (free counts) and at unmount (state "clean").
+//!
+//! What it promises:
+//!
+//! * every write carries the current member table: a leg that was in
+//!   service at mount and has failed since is recorded `Failed`, and each
+//!   member's persistent error counters are those found at mount plus what
+//!   the mirror counted since; in-service members record the transaction
+//!   written as the last they hold;
+//! * header generations never go backwards (the set's authoritative copy
+//!   is the one with the highest generation);
+//! * writes are serialised by the superblock's mutex, which is held across
+//!   the I/O: it is taken alone (commit hooks take it with the journal's
+//!   commit lock held, so nobody may commit while holding it).
+
+use crate::devset::{write_superblocks, DeviceSet};
+use crate::error::FsResult;
+use crate::format::superblock::{MemberCounters, MemberState};
+use crate::format::Superblock;
+use keelfs_engine::mirror::LegState;
+use keelfs_engine::stats::StatsSnapshot;
+use parking_lot::Mutex;
+
+struct Inner {
+    sb: Superblock,
+    /// Highest header generation written or found.
+    generation: u64,
+}
+
+/// The superblock of a mounted filesystem. See the module docs.
+pub struct SuperblockKeeper {
+    set: DeviceSet,
+    inner: Mutex<Inner>,
+    /// Mirror leg → its counters at mount.
+    baseline: Vec<StatsSnapshot>,
+    /// Member → its persistent counters at mount.
+    mount_counters: Vec<MemberCounters>,
+    /// Mirror leg → in service at mount.
+    in_service_at_mount: Vec<bool>,
+}
+
+impl SuperblockKeeper {
+    /// Keeps the superblock of `set` (its authoritative copy).
+    pub fn new(set: DeviceSet) -> SuperblockKeeper {
+        let sb = set.superblock().clone();
+        let mirror = set.mirror();
+        let baseline = mirror.stats();
+        let in_service_at_mount = (0..mirror.num_legs())
+            .map(|p| mirror.leg_state(p) == LegState::InService)
+            .collect();
+        let mount_counters = sb.members.iter().map(|m| m.counters).collect();
+        let generation = set.generation();
+        SuperblockKeeper {
+            set,
+            inner: Mutex::new(Inner { sb, generation }),
+            baseline,
+            mount_counters,
+            in_service_at_mount,
+        }
+    }
+
+    /// The device set.
+    pub fn set(&self) -> &DeviceSet {
+        &self.set
+    }
+
+    /// A copy of the superblock as last changed.
+    pub fn snapshot(&self) -> Superblock {
+        self.inner.lock().sb.clone()
+    }
+
+    /// The highest generation written (or found at mount).
+    pub fn generation(&self) -> u64 {
+        self.inner.lock().generation
+    }
+
+    /// Applies `change` and writes every in-service leg's copy with header
+    /// generation `generation` (or the last one written, if higher).
+    pub fn write(&self, generation: u64, change: impl FnOnce(&mut Superblock)) -> FsResult<()> {
+        let mut inner = self.inner.lock();
+        change(&mut inner.sb);
+        let generation = generation.max(inner.generation);
+        self.refresh_members(&mut inner.sb, generation);
+        inner.sb.last_written = super::time::now().secs.max(0) as u64;
+        let failed = write_superblocks(&self.set, &inner.sb, generation)?;
+        if !failed.is_clear() {
+            log::warn!("superblock write failed on legs {:?}", failed.failed_legs());
+        }
+        inner.generation = generation;
+        Ok(())
+    }
+
+    fn refresh_members(&self, sb: &mut Superblock, generation: u64) {
+        let mirror = self.set.mirror();
+        let now = mirror.stats();
+        for (p, leg) in self.set.legs().iter().enumerate() {
+            let Some(member) = sb.members.get_mut(leg.member as usize) else {
+                continue;
+            };
+            let in_service = mirror.leg_state(p) == LegState::InService;
+            if in_service {
+                member.last_transaction = member.last_transaction.max(generation);
+            } else if self.in_service_at_mount.get(p).copied().unwrap_or(false) {
+                member.state = MemberState::Failed;
+            }
+            if let (Some(base), Some(cur), Some(at_mount)) = (
+                self.baseline.get(p),
+                now.get(p),
+                self.mount_counters.get(leg.member as usize),
+            ) {
+                member.counters = MemberCounters {
+                    read_errors: at_mount.read_errors
+                        + cur.read_errors.saturating_sub(base.read_errors),
+                    write_errors: at_mount.write_errors
+                        + cur.write_errors.saturating_sub(base.write_errors),
+                    checksum_errors: at_mount.checksum_errors
+                        + cur.checksum_errors.saturating_sub(base.checksum_errors),
+                    blocks_healed: at_mount.blocks_healed + cur.healed.saturating_sub(base.healed),
+                };
+            }
+        }
+    }
+}
