@@ -141,11 +141,12 @@ fn apply(fs: &Fs, root: &mut ExtentNode, model: &mut Model, nodes: &mut i64, op:
         }
         Op::Remove { logical, len } => {
             let removed = tree.remove(root, logical, logical + len).unwrap();
-            let mut want = Model::new();
-            for b in logical..logical + len {
-                if let Some(v) = model.remove(&b) {
-                    want.insert(b, v);
-                }
+            let want: Model = model
+                .range(logical..logical.saturating_add(len))
+                .map(|(&b, &v)| (b, v))
+                .collect();
+            for b in want.keys() {
+                model.remove(b);
             }
             let mut got = Model::new();
             for e in removed {
@@ -336,5 +337,53 @@ fn a_lookup_among_100k_extents_reads_a_few_blocks() {
         }
     }
     drop(state);
+    fs.unmount().unwrap();
+}
+
+#[test]
+fn tail_cuts_take_bounded_steps_from_the_end() {
+    let legs = Legs::mem(1, 8 * MIB, &opts(1024));
+    let fs = legs.mount();
+    let mut root = ExtentNode::empty();
+    let mut model = Model::new();
+    let mut nodes = 0i64;
+    for i in 0..500u64 {
+        let op = Op::Insert {
+            logical: 3 * i,
+            len: 2,
+            follow: false,
+            physical: 1_000_000 + 5 * i,
+            unwritten: false,
+        };
+        apply(&fs, &mut root, &mut model, &mut nodes, &op);
+    }
+    // From the middle of an extent: that extent is trimmed, nothing below.
+    let cut = extent::tail_cut(fs.cache(), &root, 1498, 64)
+        .unwrap()
+        .unwrap();
+    assert!(cut >= 1498);
+    let mut steps = 0;
+    let from = 301; // inside the extent at 300..302
+    while let Some(cut) = extent::tail_cut(fs.cache(), &root, from, 64).unwrap() {
+        assert!(cut >= from);
+        let before = model.len();
+        apply(
+            &fs,
+            &mut root,
+            &mut model,
+            &mut nodes,
+            &Op::Remove {
+                logical: cut,
+                len: 1 << 40,
+            },
+        );
+        let gone = (before - model.len()) as u64;
+        assert!((1..=128).contains(&gone), "a step removed {gone} blocks");
+        steps += 1;
+        assert!(steps < 100);
+    }
+    assert!(steps >= 5, "{steps} steps");
+    assert_eq!(model.keys().next_back(), Some(&300));
+    check(&fs, &root, &model);
     fs.unmount().unwrap();
 }

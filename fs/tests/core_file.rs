@@ -514,3 +514,24 @@ fn read_only_mounts_change_nothing() {
     let after: Vec<Vec<u8>> = legs.mems.iter().map(|m| m.snapshot()).collect();
     assert!(before == after, "a read-only mount wrote to a leg");
 }
+
+#[test]
+fn seeking_across_enormous_holes_is_quick() {
+    let legs = Legs::small();
+    let fs = legs.mount();
+    let ino = new_file(&fs);
+    let far = 1u64 << 61;
+    fs.write(ino, 4096, b"near").unwrap();
+    fs.write(ino, far, b"far").unwrap();
+    let t = std::time::Instant::now();
+    assert_eq!(
+        fs.lseek(ino, 8192, Whence::Data).unwrap(),
+        far / 4096 * 4096
+    );
+    assert_eq!(fs.lseek(ino, 0, Whence::Data).unwrap(), 4096);
+    assert_eq!(fs.lseek(ino, 4096, Whence::Hole).unwrap(), 8192);
+    assert_eq!(fs.lseek(ino, far, Whence::Hole).unwrap(), far + 3);
+    assert!(t.elapsed() < std::time::Duration::from_secs(1));
+    assert_eq!(fs.read(ino, far, 10).unwrap(), b"far");
+    fs.unmount().unwrap();
+}

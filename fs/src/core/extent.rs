@@ -27,7 +27,10 @@
 //!   blocks claims depth + 2 blocks from the allocator before changing
 //!   anything (a split adds at most one node per level plus one for growing
 //!   the root); without them it fails with `NoSpace` and the tree is as it
-//!   was. Removing a range to the end of the file never needs a block.
+//!   was. An insert that merges into its neighbour or lands in a leaf with
+//!   room, and a removal that splits no extent (truncation, for one), need
+//!   no block and claim none, so the last free blocks of a full
+//!   filesystem can still be appended to and files can always be deleted.
 //! * Every block changed goes through `tx.write`; the caller stores the
 //!   inode, whose data area holds the root, and adds
 //!   [`TreeWriter::node_blocks_delta`] to the inode's block count.
@@ -230,6 +233,48 @@ pub fn for_each(
             Ok(())
         }
     }
+}
+
+/// Where to cut so that removing `cut ..` takes out at most `max_extents`
+/// extents, all from the last leaf, and never anything below `from`:
+/// `None` when nothing maps at or after `from`. Removing from the end in
+/// such steps keeps every step's transaction small (one leaf, a bounded
+/// number of freed runs).
+pub fn tail_cut(
+    cache: &Bufio,
+    root: &ExtentNode,
+    from: u64,
+    max_extents: usize,
+) -> FsResult<Option<u64>> {
+    let mut owned: Option<ExtentNode> = None;
+    loop {
+        let node = owned.as_ref().unwrap_or(root);
+        match node {
+            ExtentNode::Leaf(entries) => {
+                let tail: Vec<&ExtentLeaf> =
+                    entries.iter().filter(|e| leaf_end(e) > from).collect();
+                if tail.is_empty() {
+                    return Ok(None);
+                }
+                let k = tail.len() - tail.len().min(max_extents.max(1));
+                return Ok(Some(tail[k].logical.max(from)));
+            }
+            ExtentNode::Index { depth, entries } => {
+                let Some(last) = entries.last() else {
+                    return Ok(None);
+                };
+                owned = Some(load_node(cache, last.child, depth - 1)?);
+            }
+        }
+    }
+}
+
+/// One past the last logical block the tree maps (0 when empty).
+pub fn last_end(cache: &Bufio, root: &ExtentNode) -> FsResult<u64> {
+    Ok(match tail_cut(cache, root, 0, 1)? {
+        Some(last) => lookup(cache, root, last)?.map_or(last + 1, |e| leaf_end(&e)),
+        None => 0,
+    })
 }
 
 /// Every extent node block of the tree (for fsck-like checks and tests).
@@ -490,21 +535,82 @@ impl<'a, 't> TreeWriter<'a, 't> {
         Ok(())
     }
 
+    /// How many new node blocks inserting `extent` may need: none when it
+    /// merges with a neighbour in its leaf or the leaf has room; else one
+    /// per full node from the leaf up, plus one when the root is full too.
+    /// Also returns the nodes below the root on the way to that leaf, so
+    /// the insert does not read them again.
+    fn blocks_for_insert(
+        &self,
+        root: &ExtentNode,
+        extent: &ExtentLeaf,
+    ) -> FsResult<(u64, Vec<ExtentNode>)> {
+        let cap = self.block_capacity();
+        let mut path_full: Vec<bool> = Vec::new();
+        let mut path: Vec<ExtentNode> = Vec::new();
+        loop {
+            let node = path.last().unwrap_or(root);
+            let is_root = path.is_empty();
+            let full = node.len()
+                >= if is_root {
+                    usize::from(ROOT_CAPACITY)
+                } else {
+                    cap
+                };
+            path_full.push(full);
+            match node {
+                ExtentNode::Leaf(entries) => {
+                    let pos = entries.partition_point(|e| e.logical < extent.logical);
+                    let mut probe = entries.clone();
+                    probe.insert(pos, *extent);
+                    if merge_at(&mut probe, pos) != pos || probe.len() <= entries.len() {
+                        return Ok((0, path));
+                    }
+                    break;
+                }
+                ExtentNode::Index { depth, entries } => {
+                    let i = entries
+                        .partition_point(|e| e.logical <= extent.logical)
+                        .saturating_sub(1);
+                    let child = load_node(self.cache, entries[i].child, depth - 1)?;
+                    path.push(child);
+                }
+            }
+        }
+        let full_from_leaf = path_full.iter().rev().take_while(|&&f| f).count() as u64;
+        let need = if full_from_leaf == 0 {
+            0
+        } else {
+            full_from_leaf + 1
+        };
+        Ok((need, path))
+    }
+
     /// Adds `extent` (which must lie in a hole) to the tree.
     pub fn insert(&mut self, root: &mut ExtentNode, extent: ExtentLeaf) -> FsResult<()> {
         if extent.length == 0 || extent.length > EXTENT_MAX_LEN || extent.physical == 0 {
             return Err(FsError::Invalid(format!("bad extent {extent:?}")));
         }
-        self.reserve(root)?;
+        let (need, path) = self.blocks_for_insert(root, &extent)?;
+        if need > 0 {
+            self.reserve(root)?;
+        }
         self.goal = extent.physical;
         let result = self
-            .insert_rec(root.clone(), extent)
+            .insert_rec(root.clone(), extent, &mut path.into_iter())
             .and_then(|parts| self.set_root(root, parts));
         self.release();
         result
     }
 
-    fn insert_rec(&mut self, node: ExtentNode, extent: ExtentLeaf) -> FsResult<Vec<ExtentNode>> {
+    /// `path`: the nodes below this one toward the extent's leaf, already
+    /// read (they are read here when it runs out).
+    fn insert_rec(
+        &mut self,
+        node: ExtentNode,
+        extent: ExtentLeaf,
+        path: &mut std::vec::IntoIter<ExtentNode>,
+    ) -> FsResult<Vec<ExtentNode>> {
         match node {
             ExtentNode::Leaf(mut entries) => {
                 let pos = entries.partition_point(|e| e.logical < extent.logical);
@@ -527,8 +633,11 @@ impl<'a, 't> TreeWriter<'a, 't> {
                 let i = entries
                     .partition_point(|e| e.logical <= extent.logical)
                     .saturating_sub(1);
-                let child = load_node(self.cache, entries[i].child, depth - 1)?;
-                let parts = self.insert_rec(child, extent)?;
+                let child = match path.next() {
+                    Some(child) => child,
+                    None => load_node(self.cache, entries[i].child, depth - 1)?,
+                };
+                let parts = self.insert_rec(child, extent, path)?;
                 let added = parts.len();
                 self.replace_child(&mut entries, i, parts)?;
                 let appended = i + added == entries.len() && added > 1;

@@ -40,8 +40,19 @@ use super::time;
 use super::Fs;
 use crate::error::{FsError, FsResult};
 use crate::format::inode::INLINE_MAX;
-use crate::format::{DataArea, ExtentLeaf, ExtentNode, FileType};
+use crate::format::{DataArea, ExtentLeaf, ExtentNode, FileType, Tag};
 use crate::journal::TxHandle;
+
+/// Logs the intents of one overwrite (block, old tag, new tag) before it
+/// happens, as one batch. (The interim journal takes them one by one and
+/// cannot fail; the redo journal's `log_intents` takes the batch and
+/// returns once it is durable — this is the one place to switch.)
+fn log_intents(tx: &TxHandle<'_>, intents: &[(u64, Tag, Tag)]) -> FsResult<()> {
+    for &(block, old, new) in intents {
+        tx.data_intent(block, old, new);
+    }
+    Ok(())
+}
 
 /// The largest file size (Linux's `loff_t` limit).
 pub const MAX_FILE_SIZE: u64 = i64::MAX as u64;
@@ -191,9 +202,23 @@ impl Fs {
                 state.inode.size = bytes.len() as u64;
                 Ok(data.len())
             }
-            _ => self
-                .make_extents(tx, state)
-                .and_then(|()| self.write_extents(tx, state, offset, data)),
+            DataArea::Inline(bytes) => {
+                // Moving to extents: undone if not even the first piece
+                // could be written, so a failed write leaves the file
+                // inline as it was.
+                let old = std::mem::take(bytes);
+                state.inode.data = DataArea::Inline(old.clone());
+                let result = self
+                    .make_extents(tx, state)
+                    .and_then(|()| self.write_extents(tx, state, offset, data));
+                if result.is_err()
+                    && matches!(&state.inode.data, DataArea::Extents(root) if root.is_empty())
+                {
+                    state.inode.data = DataArea::Inline(old);
+                }
+                result
+            }
+            _ => self.write_extents(tx, state, offset, data),
         };
         if let Ok(written) = result {
             state.size = state.size.max(offset + written as u64);
@@ -422,11 +447,14 @@ impl Fs {
         let old = self.tags.load(physical, count)?;
         let gen = tx.data_gen();
         let new = self.volume.data_tags(physical, gen, bytes);
-        for (i, (o, n)) in old.iter().zip(&new).enumerate() {
-            if o.gen != gen {
-                tx.data_intent(physical + i as u64, *o, *n);
-            }
-        }
+        let intents: Vec<(u64, Tag, Tag)> = old
+            .iter()
+            .zip(&new)
+            .enumerate()
+            .filter(|(_, (o, _))| o.gen != gen)
+            .map(|(i, (o, n))| (physical + i as u64, *o, *n))
+            .collect();
+        log_intents(tx, &intents)?;
         let failed = self.volume.write_data_tagged(physical, bytes, &new)?;
         if !failed.is_clear() {
             log::warn!(

@@ -5,9 +5,14 @@
 //! What it promises:
 //!
 //! * every call takes the locks in the fs core's order (journal handle,
-//!   then the inode lock; two files in ascending inode number) and every
-//!   change is one transaction: an error leaves the inode as it was, except
-//!   for the documented short write / partial fallocate on `NoSpace`;
+//!   then the inode lock; never two inode locks at once) and every change
+//!   is one transaction: an error leaves the inode as it was, except for
+//!   the documented short write / partial fallocate on `NoSpace`. Work
+//!   whose size depends on the data is split into bounded steps, each its
+//!   own transaction, so no transaction outgrows the journal: a shrinking
+//!   truncate frees blocks past the new size 64 extents at a time,
+//!   fallocate handles 8192 blocks at a time, copy_file_range 1 MiB at a
+//!   time;
 //! * timestamps follow POSIX: a write or a size change sets mtime and
 //!   ctime; chmod and chown set ctime; explicit atime/mtime set ctime too;
 //!   reads update atime the relatime way (when atime is not after mtime or
@@ -25,16 +30,21 @@
 //! FUSE adapter's (it knows the caller).
 
 use super::file_space::{FallocMode, SeekKind};
-use super::inode::InodeState;
+use super::inode::{InodeCell, InodeState};
 use super::time;
 use super::Fs;
 use crate::error::{FsError, FsResult};
 use crate::format::{AttrFlags, FileType, Timestamp};
+use crate::journal::TxHandle;
 
 /// Seconds after which relatime refreshes atime anyway.
 const RELATIME_SECS: i64 = 24 * 3600;
 /// Bytes copied per step of copy_file_range.
 const COPY_CHUNK: u64 = 1 << 20;
+/// Blocks fallocate handles per transaction.
+const FALLOC_STEP: u64 = 8192;
+/// Most bytes one read returns (a larger request is a short read).
+pub const MAX_READ: u32 = 64 << 20;
 
 /// What `stat` reports about an inode.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,22 +165,43 @@ impl Fs {
     pub fn setattr(&self, ino: u64, set: &SetAttr) -> FsResult<FileAttr> {
         self.check_writable()?;
         let cell = self.inode(ino)?;
-        let tx = self.journal.start()?;
-        let mut state = cell.write();
+        let (attr, more) = {
+            let tx = self.journal.start()?;
+            let mut state = cell.write();
+            let more = self.setattr_locked(&tx, &mut state, set)?;
+            (self.attr_of(&state), more)
+        };
+        if more {
+            self.free_past_size(&cell)?;
+        }
+        Ok(attr)
+    }
+
+    /// Applies `set` under the inode's lock; returns whether a shrink left
+    /// blocks past the size to free in later transactions.
+    fn setattr_locked(
+        &self,
+        tx: &TxHandle<'_>,
+        state: &mut InodeState,
+        set: &SetAttr,
+    ) -> FsResult<bool> {
         state.check_live()?;
         let now = time::now();
         let mut changed = false;
+        let mut more = false;
         if let Some(size) = set.size {
             if state.attr_flags.contains(AttrFlags::IMMUTABLE)
                 || (state.attr_flags.contains(AttrFlags::APPEND) && size < state.size)
             {
                 return Err(FsError::NotPermitted);
             }
-            let result = self.truncate_file(&tx, &mut state, size);
-            if let Err(e) = result {
-                // Whatever the tree became is what the inode must record.
-                self.store_inode(&tx, &state)?;
-                return Err(e);
+            match self.truncate_file(tx, state, size) {
+                Ok(m) => more = m,
+                Err(e) => {
+                    // Whatever the tree became is what the inode must record.
+                    self.store_inode(tx, state)?;
+                    return Err(e);
+                }
             }
             state.mtime = now;
             changed = true;
@@ -206,9 +237,28 @@ impl Fs {
         if changed || set.ctime.is_some() {
             state.ctime = set.ctime.unwrap_or(now);
             state.inode.validate()?;
-            self.store_inode(&tx, &state)?;
+            self.store_inode(tx, state)?;
         }
-        Ok(self.attr_of(&state))
+        Ok(more)
+    }
+
+    /// Frees, one transaction per step, the blocks a shrink left past the
+    /// size (see `file_space.rs`). Takes the journal handle, then the lock,
+    /// for each step.
+    fn free_past_size(&self, cell: &InodeCell) -> FsResult<()> {
+        loop {
+            let tx = self.journal.start()?;
+            let mut state = cell.write();
+            if !state.is_live() || state.file_type != FileType::Regular {
+                return Ok(());
+            }
+            let from = state.size.div_ceil(self.block_size());
+            let more = self.free_tail(&tx, &mut state, from)?;
+            self.store_inode(&tx, &state)?;
+            if !more {
+                return Ok(());
+            }
+        }
     }
 
     /// A handle on `ino` is opened: an unlinked inode lives on while open.
@@ -235,12 +285,12 @@ impl Fs {
     }
 
     /// Up to `size` bytes of `ino` from `offset` (fewer at the end of the
-    /// file).
+    /// file, and at most [`MAX_READ`]).
     pub fn read(&self, ino: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
         let cell = self.inode(ino)?;
         let (data, touch) = {
             let state = cell.read();
-            let data = self.read_file(&state, offset, size)?;
+            let data = self.read_file(&state, offset, size.min(MAX_READ))?;
             (data, self.atime_due(&state))
         };
         if touch {
@@ -293,24 +343,50 @@ impl Fs {
     /// fallocate(2) on `ino` (`mode`: `FALLOC_FL_*` bits).
     pub fn fallocate(&self, ino: u64, offset: u64, len: u64, mode: i32) -> FsResult<()> {
         self.check_writable()?;
-        let cell = self.inode(ino)?;
-        let tx = self.journal.start()?;
-        let mut state = cell.write();
-        state.check_live()?;
-        if state.attr_flags.contains(AttrFlags::IMMUTABLE) {
-            return Err(FsError::NotPermitted);
-        }
         let mode = FallocMode(mode);
-        let result = self.fallocate_file(&tx, &mut state, offset, len, mode);
-        // Whatever was allocated before an error stays (and is recorded).
-        let now = time::now();
-        let changes_data = mode.0 & (FallocMode::PUNCH_HOLE | FallocMode::ZERO_RANGE) != 0;
-        if changes_data {
-            state.mtime = now;
+        let end = mode.check(offset, len)?;
+        let cell = self.inode(ino)?;
+        // A punch needs no step past the last mapped block.
+        let end = if mode.0 & FallocMode::PUNCH_HOLE != 0 {
+            end.min(self.mapped_end(&cell)?.max(offset + 1))
+        } else {
+            end
+        };
+        // One transaction per step of FALLOC_STEP blocks (aligned), so a
+        // large range never makes a transaction the journal cannot take.
+        let step = FALLOC_STEP * self.block_size();
+        let mut pos = offset;
+        while pos < end {
+            let stop = (pos / step + 1).saturating_mul(step).min(end);
+            let tx = self.journal.start()?;
+            let mut state = cell.write();
+            state.check_live()?;
+            if state.attr_flags.contains(AttrFlags::IMMUTABLE) {
+                return Err(FsError::NotPermitted);
+            }
+            let result = self.fallocate_file(&tx, &mut state, pos, stop - pos, mode);
+            // Whatever was allocated before an error stays (and is recorded).
+            let now = time::now();
+            if mode.0 & (FallocMode::PUNCH_HOLE | FallocMode::ZERO_RANGE) != 0 {
+                state.mtime = now;
+            }
+            state.ctime = now;
+            self.store_inode(&tx, &state)?;
+            result?;
+            pos = stop;
         }
-        state.ctime = now;
-        self.store_inode(&tx, &state)?;
-        result
+        Ok(())
+    }
+
+    /// Bytes up to the end of the last block the file maps.
+    fn mapped_end(&self, cell: &InodeCell) -> FsResult<u64> {
+        let state = cell.read();
+        Ok(match &state.data {
+            crate::format::DataArea::Extents(root) => {
+                super::extent::last_end(&self.cache, root)?.saturating_mul(self.block_size())
+            }
+            _ => state.size,
+        })
     }
 
     /// SEEK_DATA / SEEK_HOLE on `ino` from `offset`.

@@ -7,7 +7,11 @@
 //!   size (preallocated blocks past the old size included) and zeroes the
 //!   rest of the new last block, so bytes past the size always read as
 //!   zero; to a larger size it only changes the size (a hole). An inline
-//!   file stays inline while the new size is ≤ 128 bytes.
+//!   file stays inline while the new size is ≤ 128 bytes. The blocks are
+//!   freed from the end in steps of [`TAIL_STEP`] extents, one transaction
+//!   each (the first one sets the size); a crash in between leaves blocks
+//!   past the size, which is legal (preallocation) and freed by the next
+//!   truncate.
 //! * **fallocate** mode 0 allocates unwritten extents over the holes of the
 //!   range (they read as zeros) and extends the size; `KEEP_SIZE` leaves
 //!   the size; `PUNCH_HOLE` (with `KEEP_SIZE`, as Linux requires) frees the
@@ -35,6 +39,11 @@ use crate::format::inode::INLINE_MAX;
 use crate::format::{DataArea, ExtentLeaf, FileType};
 use crate::journal::TxHandle;
 
+/// Extents freed per transaction when a file shrinks or is freed: each
+/// step touches one extent leaf and at most this many bitmap blocks, so a
+/// file of any fragmentation is freed in transactions the journal can take.
+pub const TAIL_STEP: usize = 64;
+
 /// `fallocate` mode bits (Linux `FALLOC_FL_*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct FallocMode(pub i32);
@@ -46,6 +55,30 @@ impl FallocMode {
 
     fn has(self, bit: i32) -> bool {
         self.0 & bit != 0
+    }
+
+    /// Checks the mode and the range; returns the range's end.
+    pub fn check(self, offset: u64, len: u64) -> FsResult<u64> {
+        let known = Self::KEEP_SIZE | Self::PUNCH_HOLE | Self::ZERO_RANGE;
+        if self.0 & !known != 0 {
+            return Err(FsError::NotSupported);
+        }
+        let (punch, zero) = (self.has(Self::PUNCH_HOLE), self.has(Self::ZERO_RANGE));
+        if punch && !self.has(Self::KEEP_SIZE) {
+            return Err(FsError::NotSupported);
+        }
+        if punch && zero {
+            return Err(FsError::Invalid(
+                "punch hole and zero range together".into(),
+            ));
+        }
+        if len == 0 {
+            return Err(FsError::Invalid("fallocate of 0 bytes".into()));
+        }
+        offset
+            .checked_add(len)
+            .filter(|&e| e <= MAX_FILE_SIZE)
+            .ok_or(FsError::TooBig)
     }
 }
 
@@ -67,13 +100,16 @@ fn check_regular(state: &InodeState) -> FsResult<()> {
 
 impl Fs {
     /// Sets the size of a regular file (see the module docs). Does not
-    /// touch timestamps or store the inode.
+    /// touch timestamps or store the inode. Frees at most one step's worth
+    /// ([`TAIL_STEP`] extents) of the blocks past the new size; returns
+    /// whether more remain, for [`Fs::free_tail`] in later transactions
+    /// (blocks past the size are legal in between: preallocation).
     pub(crate) fn truncate_file(
         &self,
         tx: &TxHandle<'_>,
         state: &mut InodeState,
         size: u64,
-    ) -> FsResult<()> {
+    ) -> FsResult<bool> {
         check_regular(state)?;
         if size > MAX_FILE_SIZE {
             return Err(FsError::TooBig);
@@ -82,21 +118,41 @@ impl Fs {
             if size <= INLINE_MAX as u64 {
                 bytes.resize(size as usize, 0);
                 state.inode.size = size;
-                return Ok(());
+                return Ok(false);
             }
             self.make_extents(tx, state)?;
         }
         let bs = self.block_size();
+        let mut more = false;
         if size <= state.size {
-            // Shrinking (or truncating to the size) also drops blocks
-            // preallocated past the size.
-            self.free_range(tx, state, size.div_ceil(bs), u64::MAX)?;
             if size < state.size && size % bs != 0 {
                 self.zero_in_block(tx, state, size / bs, (size % bs) as usize, bs as usize)?;
             }
+            // Shrinking (or truncating to the size) also drops blocks
+            // preallocated past the size.
+            more = self.free_tail(tx, state, size.div_ceil(bs))?;
         }
         state.size = size;
-        Ok(())
+        Ok(more)
+    }
+
+    /// Frees one step (at most [`TAIL_STEP`] extents, from the end) of
+    /// what the file maps at or after logical block `from`; returns
+    /// whether more may remain.
+    pub(crate) fn free_tail(
+        &self,
+        tx: &TxHandle<'_>,
+        state: &mut InodeState,
+        from: u64,
+    ) -> FsResult<bool> {
+        let DataArea::Extents(root) = &state.data else {
+            return Ok(false);
+        };
+        let Some(cut) = extent::tail_cut(&self.cache, root, from, TAIL_STEP)? else {
+            return Ok(false);
+        };
+        self.free_range(tx, state, cut, u64::MAX)?;
+        Ok(cut > from)
     }
 
     /// Removes logical blocks `start .. end` from the tree and frees them.
@@ -159,28 +215,10 @@ impl Fs {
         mode: FallocMode,
     ) -> FsResult<()> {
         check_regular(state)?;
-        let known = FallocMode::KEEP_SIZE | FallocMode::PUNCH_HOLE | FallocMode::ZERO_RANGE;
-        if mode.0 & !known != 0 {
-            return Err(FsError::NotSupported);
-        }
+        let end = mode.check(offset, len)?;
         let punch = mode.has(FallocMode::PUNCH_HOLE);
         let zero = mode.has(FallocMode::ZERO_RANGE);
         let keep = mode.has(FallocMode::KEEP_SIZE);
-        if punch && !keep {
-            return Err(FsError::NotSupported);
-        }
-        if punch && zero {
-            return Err(FsError::Invalid(
-                "punch hole and zero range together".into(),
-            ));
-        }
-        if len == 0 {
-            return Err(FsError::Invalid("fallocate of 0 bytes".into()));
-        }
-        let end = offset
-            .checked_add(len)
-            .filter(|&e| e <= MAX_FILE_SIZE)
-            .ok_or(FsError::TooBig)?;
         if let DataArea::Inline(bytes) = &mut state.inode.data {
             let new_size = if keep {
                 state.inode.size
@@ -311,10 +349,14 @@ impl Fs {
         let bs = self.block_size();
         let mut pos = offset / bs;
         let last = size.div_ceil(bs);
-        // Walk leaf by leaf (map would list every extent up to the end).
+        // Walk leaf by leaf: the number of steps is the number of leaves
+        // passed, whatever the size of the holes.
         while pos < last {
-            let step = (last - pos).min(1 << 20);
-            for piece in extent::map(&self.cache, root, pos, pos + step)? {
+            let bound = extent::find_leaf(&self.cache, root, pos)?
+                .next_bound
+                .map_or(last, |b| b.min(last))
+                .max(pos + 1);
+            for piece in extent::map(&self.cache, root, pos, bound)? {
                 let is_data = matches!(piece.kind, PieceKind::Data { .. });
                 if is_data == (kind == SeekKind::Data) {
                     let at = (piece.logical * bs).max(offset);
@@ -325,7 +367,7 @@ impl Fs {
                     };
                 }
             }
-            pos += step;
+            pos = bound;
         }
         match kind {
             SeekKind::Data => Err(FsError::NoSuchOffset),

@@ -263,7 +263,15 @@ impl InodeCache {
     /// Reads inode `ino` from the inode table (it must be in use).
     fn load(&self, ino: u64) -> FsResult<Inode> {
         let at = self.layout.inode_location(ino)?;
-        let buf = read_meta(&self.cache, at.block, BlockKind::InodeTable, None)?;
+        let buf = match read_meta(&self.cache, at.block, BlockKind::InodeTable, None) {
+            Err(FsError::Engine(keelfs_engine::EngineError::Unwritten { .. })) => {
+                return Err(FsError::Corrupt(format!(
+                    "inode {ino} is in use but its inode-table block {} was never written",
+                    at.block
+                )))
+            }
+            other => other?,
+        };
         let data = buf.data();
         let slot = &payload(&data)[at.offset..at.offset + INODE_SIZE];
         match InodeSlot::decode(slot) {

@@ -178,12 +178,26 @@ impl Fs {
                 return Ok(());
             }
         }
-        let tx = self.journal.start()?;
-        let mut state = cell.write();
-        if !state.is_live() || state.links != 0 || cell.in_use() {
-            return Ok(());
+        self.reclaim_orphan(cell, true)
+    }
+
+    /// Frees an orphan's blocks from the end, [`super::file_space::TAIL_STEP`]
+    /// extents per transaction (it stays on the orphan list meanwhile, so a
+    /// crash only leaves less to do at the next mount), then the inode.
+    /// With `only_unused`, stops as soon as the inode is in use again.
+    fn reclaim_orphan(&self, cell: &InodeCell, only_unused: bool) -> FsResult<()> {
+        loop {
+            let tx = self.journal.start()?;
+            let mut state = cell.write();
+            if !state.is_live() || state.links != 0 || (only_unused && cell.in_use()) {
+                return Ok(());
+            }
+            if self.free_tail(&tx, &mut state, 0)? {
+                self.store_inode(&tx, &state)?;
+                continue;
+            }
+            return self.free_inode(&tx, &mut state);
         }
-        self.free_inode(&tx, &mut state)
     }
 
     /// Frees the inode held by `state` (see the module docs).
@@ -226,52 +240,75 @@ impl Fs {
     }
 
     /// Walks the orphan chain a crash left (from `head`) and frees every
-    /// inode on it, in one transaction, then records an empty list. A
-    /// broken chain (a link to a free inode, to an inode with links, out of
-    /// range, or a loop) stops the walk with a warning: what is beyond it
-    /// is left to fsck.
+    /// inode on it (each in bounded steps, see `reclaim_orphan`), then
+    /// records an empty list. A broken chain (a link to a free inode, to an
+    /// inode with links, out of range, unreadable, or a loop) stops the walk
+    /// with a warning; an orphan that cannot be freed (its blocks are
+    /// corrupt) stays on the list. Either way the superblock is marked as
+    /// having errors and the rest is left to fsck: a damaged orphan never
+    /// keeps the filesystem from mounting.
     pub(crate) fn recover_orphans(&self, head: u64) -> FsResult<()> {
         if head == 0 {
             return Ok(());
         }
+        let (chain, mut broken) = self.walk_orphans(head);
+        log::info!("freeing {} orphan inode(s) left by a crash", chain.len());
+        self.orphans.replace(chain.clone());
+        for ino in chain {
+            if let Err(e) = self
+                .inode(ino)
+                .and_then(|cell| self.reclaim_orphan(&cell, false))
+            {
+                log::error!("orphan inode {ino} could not be freed ({e}); left to fsck");
+                broken = true;
+            }
+        }
+        self.journal.commit()?;
+        let gen = self.journal.committed_seq();
+        let head = self.orphans.head();
+        self.keeper.write(gen, |sb| {
+            sb.orphan_head = head;
+            sb.state.errors |= broken;
+        })?;
+        self.orphans.written();
+        Ok(())
+    }
+
+    /// The orphan chain from `head`, as far as it is sound; and whether it
+    /// was broken.
+    fn walk_orphans(&self, head: u64) -> (Vec<u64>, bool) {
         let mut chain = Vec::new();
         let mut seen = HashSet::new();
         let mut ino = head;
         while ino != 0 {
             if ino > self.layout.inode_count || !seen.insert(ino) {
                 log::warn!("orphan list: bad link to inode {ino}; the rest is left to fsck");
-                break;
+                return (chain, true);
             }
-            if !self.ialloc.is_allocated(ino)? {
-                log::warn!("orphan list: inode {ino} is free; the rest is left to fsck");
-                break;
-            }
-            match self.inodes.read_slot(ino)? {
-                InodeSlot::Used(inode) if inode.links == 0 => {
+            let slot = match self.ialloc.is_allocated(ino) {
+                Ok(true) => self.inodes.read_slot(ino),
+                Ok(false) => {
+                    log::warn!("orphan list: inode {ino} is free; the rest is left to fsck");
+                    return (chain, true);
+                }
+                Err(e) => Err(e),
+            };
+            match slot {
+                Ok(InodeSlot::Used(inode)) if inode.links == 0 => {
                     chain.push(ino);
                     ino = inode.next_orphan;
                 }
-                _ => {
+                Ok(_) => {
                     log::warn!("orphan list: inode {ino} is linked; the rest is left to fsck");
-                    break;
+                    return (chain, true);
+                }
+                Err(e) => {
+                    log::warn!("orphan list: inode {ino}: {e}; the rest is left to fsck");
+                    return (chain, true);
                 }
             }
         }
-        log::info!("freeing {} orphan inode(s) left by a crash", chain.len());
-        self.orphans.replace(chain.clone());
-        {
-            let tx = self.journal.start()?;
-            for ino in chain {
-                let cell = self.inode(ino)?;
-                let mut state = cell.write();
-                self.free_inode(&tx, &mut state)?;
-            }
-        }
-        self.journal.commit()?;
-        let gen = self.journal.committed_seq();
-        self.keeper.write(gen, |sb| sb.orphan_head = 0)?;
-        self.orphans.written();
-        Ok(())
+        (chain, false)
     }
 
     /// At unmount: nothing is open any more, so every orphan is freed.
@@ -280,13 +317,9 @@ impl Fs {
         if list.is_empty() {
             return Ok(());
         }
-        let tx = self.journal.start()?;
         for ino in list {
             let cell = self.inode(ino)?;
-            let mut state = cell.write();
-            if state.is_live() && state.links == 0 {
-                self.free_inode(&tx, &mut state)?;
-            }
+            self.reclaim_orphan(&cell, false)?;
         }
         Ok(())
     }
