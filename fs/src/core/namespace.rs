@@ -129,22 +129,32 @@ pub(crate) fn check_dir_shrinkable(dir: &InodeState) -> FsResult<()> {
 impl Fs {
     /// Runs `f` on the tree of directory `state` in `tx`, then records what
     /// the tree became in the inode (root, blocks held, size = B × tree
-    /// blocks) — also when `f` fails. The caller stores the inode.
+    /// blocks); the caller stores the inode. If `f` fails after changing the
+    /// tree (an I/O error half way), the inode is recorded and stored here
+    /// before the error is returned; if it changed nothing, the inode is
+    /// left as it was.
     pub(crate) fn edit_dir<T>(
         &self,
         tx: &TxHandle<'_>,
         state: &mut InodeState,
         f: impl FnOnce(&MetaTx<'_, '_>, &mut DirRoot) -> FsResult<T>,
     ) -> FsResult<T> {
-        let mut root = dir_root(state)?;
+        let before = dir_root(state)?;
+        let mut root = before;
         let mt = MetaTx::new(&self.cache, tx, self.meta_allocator());
         let result = f(&mt, &mut root);
         let delta = mt.blocks_delta();
+        if result.is_err() && root == before && delta == 0 {
+            return result;
+        }
         let bs = self.block_size();
         let tree_blocks = (state.size / bs).saturating_add_signed(delta);
         state.data = DataArea::Directory(root);
         state.blocks = state.blocks.saturating_add_signed(delta);
         state.size = tree_blocks.saturating_mul(bs);
+        if result.is_err() {
+            self.store_inode(tx, state)?;
+        }
         result
     }
 
@@ -278,28 +288,38 @@ impl Fs {
         let tx = self.journal.start()?;
         let pcell = self.inode(parent)?;
         let mut p = pcell.write();
-        let root = changeable_dir(&p)?;
-        if dir::lookup(&self.cache, &root, name)?.is_some() {
-            return Err(FsError::Exists);
-        }
+        changeable_dir(&p)?;
         let is_dir = file_type == FileType::Directory;
         if is_dir && p.links >= LINK_MAX {
             return Err(FsError::TooManyLinks);
         }
         let setgid = p.permissions & S_ISGID != 0;
         let gid = if setgid { p.gid } else { caller.gid };
-        let cell = make(&tx, gid, setgid)?;
-        let mut c = cell.write();
-        let ino = c.ino();
+        // The inode is made once the name is known to be free and the tree
+        // has the blocks it needs.
+        let mut made: Option<Arc<InodeCell>> = None;
         let added = self.edit_dir(&tx, &mut p, |mt, root| {
-            dir::insert(mt, root, name, ino, file_type)
+            dir::insert_with(mt, root, name, || {
+                let cell = make(&tx, gid, setgid)?;
+                let ino = cell.ino();
+                made = Some(cell);
+                Ok((ino, file_type, ()))
+            })
         });
-        if let Err(e) = added {
-            c.links = 0;
-            self.free_inode(&tx, &mut c)?;
-            self.store_inode(&tx, &p)?;
-            return Err(e);
-        }
+        let cell = match (added, made) {
+            (Ok(_), Some(cell)) => cell,
+            (result, made) => {
+                if let Some(cell) = made {
+                    let mut c = cell.write();
+                    c.links = 0;
+                    self.free_inode(&tx, &mut c)?;
+                }
+                return Err(result
+                    .err()
+                    .unwrap_or_else(|| corrupt!("directory insert made no inode")));
+            }
+        };
+        let mut c = cell.write();
         if is_dir {
             c.links = 2;
             self.store_inode(&tx, &c)?;
@@ -319,13 +339,21 @@ impl Fs {
         self.check_writable()?;
         dir::check_name(newname)?;
         if ino == newparent {
-            return Err(FsError::NotPermitted);
+            // Either not a directory to link into, or a directory to link.
+            let cell = self.inode(ino)?;
+            let state = cell.read();
+            state.check_live()?;
+            return Err(if state.file_type == FileType::Directory {
+                FsError::NotPermitted
+            } else {
+                FsError::NotDir
+            });
         }
         let tx = self.journal.start()?;
         let pcell = self.inode(newparent)?;
         let cell = self.inode(ino)?;
         let mut p = pcell.write();
-        let root = changeable_dir(&p)?;
+        changeable_dir(&p)?;
         let mut c = cell.write();
         c.check_live()?;
         if c.file_type == FileType::Directory {
@@ -340,17 +368,10 @@ impl Fs {
         if c.attr_flags.contains(AttrFlags::IMMUTABLE) || c.attr_flags.contains(AttrFlags::APPEND) {
             return Err(FsError::NotPermitted);
         }
-        if dir::lookup(&self.cache, &root, newname)?.is_some() {
-            return Err(FsError::Exists);
-        }
         let file_type = c.file_type;
-        let added = self.edit_dir(&tx, &mut p, |mt, root| {
+        self.edit_dir(&tx, &mut p, |mt, root| {
             dir::insert(mt, root, newname, ino, file_type)
-        });
-        if let Err(e) = added {
-            self.store_inode(&tx, &p)?;
-            return Err(e);
-        }
+        })?;
         let now = time::now();
         c.links += 1;
         c.ctime = now;

@@ -316,14 +316,10 @@ impl Fs {
                 Some(np) => np,
                 None => &mut *op,
             };
-            let changed = self.edit_dir(tx, newdir, |mt, root| match target {
+            self.edit_dir(tx, newdir, |mt, root| match target {
                 Some(_) => dir::replace(mt, root, newname, source.0, s.file_type).map(|_| ()),
                 None => dir::insert(mt, root, newname, source.0, s.file_type).map(|_| ()),
-            });
-            if let Err(e) = changed {
-                self.store_inode(tx, newdir)?;
-                return Err(e);
-            }
+            })?;
         }
         if exchange {
             let t_type = t.as_deref().map_or(FileType::Regular, |t| t.file_type);

@@ -11,7 +11,7 @@ use super::path::descend;
 use super::tree::new_leaf;
 use super::update::{commit, prepare_insert};
 use crate::error::{corrupt, FsError, FsResult};
-use crate::format::dir::key_base;
+use crate::format::dir::{key_base, leaf_entry_size};
 use crate::format::{DirEntry, DirLeaf, DirRoot, FileType};
 use crate::meta_tx::MetaTx;
 
@@ -32,10 +32,22 @@ pub fn insert(
     inode: u64,
     file_type: FileType,
 ) -> FsResult<u64> {
+    insert_with(mt, root, name, || Ok((inode, file_type, ()))).map(|(key, ())| key)
+}
+
+/// As [`insert`], for a name whose inode is made only once the name is
+/// known to be free and the tree has its blocks: `make` runs after the
+/// checks and the block reservation, before the tree changes, and returns
+/// the inode, its type and anything else the caller wants back. If `make`
+/// fails, nothing is changed. If it succeeds, only an I/O error can still
+/// fail the insert (the caller then undoes what `make` did).
+pub fn insert_with<T>(
+    mt: &MetaTx<'_, '_>,
+    root: &mut DirRoot,
+    name: &[u8],
+    make: impl FnOnce() -> FsResult<(u64, FileType, T)>,
+) -> FsResult<(u64, T)> {
     check_name(name)?;
-    if inode == 0 {
-        return Err(FsError::Invalid("directory entry for inode 0".into()));
-    }
     let collisions = scan_collisions(mt.cache, root, name, false)?;
     if collisions.found.is_some() {
         return Err(FsError::Exists);
@@ -43,22 +55,51 @@ pub fn insert(
     let Some(c) = collisions.first_free() else {
         return Err(FsError::NoSpace);
     };
-    let entry = DirEntry {
-        key: key_base(name) | u64::from(c),
-        inode,
-        file_type,
-        name: name.to_vec(),
-    };
-    let key = entry.key;
+    let key = key_base(name) | u64::from(c);
     let count = root
         .entry_count
         .checked_add(1)
         .ok_or_else(|| corrupt!("directory entry count overflows"))?;
+    let entry_size = leaf_entry_size(name.len());
     // The scan usually ends in the leaf the key goes to (its range rarely
     // straddles leaves); otherwise descend again.
     let path = match collisions.path {
         Some(path) if path.leaf_holds(key) => Some(path),
         _ => descend(mt.cache, root, key)?,
+    };
+    let pos = match &path {
+        None => 0,
+        Some(path) => match path.leaf.search(key) {
+            Err(pos) => pos,
+            Ok(_) => {
+                return Err(corrupt!(
+                    "directory key {key:#x} is in use but was not in its collision range"
+                ))
+            }
+        },
+    };
+    match &path {
+        None => mt.reserve(1, 0)?,
+        Some(path) => prepare_insert(mt, root, path, entry_size)?,
+    }
+    let made = make().and_then(|(inode, file_type, extra)| {
+        if inode == 0 {
+            return Err(FsError::Invalid("directory entry for inode 0".into()));
+        }
+        Ok((inode, file_type, extra))
+    });
+    let (inode, file_type, extra) = match made {
+        Ok(made) => made,
+        Err(e) => {
+            mt.release_reserve()?;
+            return Err(e);
+        }
+    };
+    let entry = DirEntry {
+        key,
+        inode,
+        file_type,
+        name: name.to_vec(),
     };
     match path {
         None => {
@@ -70,20 +111,11 @@ pub fn insert(
             root.depth = 0;
         }
         Some(mut path) => {
-            let pos = match path.leaf.search(key) {
-                Err(pos) => pos,
-                Ok(_) => {
-                    return Err(corrupt!(
-                        "directory key {key:#x} is in use but was not in its collision range"
-                    ))
-                }
-            };
-            prepare_insert(mt, root, &path, entry.size())?;
             path.leaf.entries.insert(pos, entry);
             commit(mt, root, path)?;
-            mt.release_reserve()?;
         }
     }
+    mt.release_reserve()?;
     root.entry_count = count;
-    Ok(key)
+    Ok((key, extra))
 }

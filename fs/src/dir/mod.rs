@@ -83,7 +83,7 @@ mod update;
 mod verify;
 
 pub use destroy::destroy;
-pub use insert::insert;
+pub use insert::{insert, insert_with};
 pub use lookup::lookup;
 pub use readdir::readdir;
 pub use remove::{remove, replace};
