@@ -105,11 +105,20 @@ impl Default for AdapterConfig {
 }
 
 impl AdapterConfig {
-    /// The configuration the mount options ask for.
+    /// The configuration the mount options ask for. Without
+    /// `default_permissions` but with `allow_other`, names are not cached
+    /// unless `entry_timeout` says otherwise: the kernel walks cached names
+    /// without asking, so the adapter's search-permission check on
+    /// directories would be skipped for other users.
     pub fn from_options(opts: &MountOptions) -> AdapterConfig {
         let defaults = AdapterConfig::default();
+        let default_entry_ttl = if opts.allow_other && !opts.default_permissions {
+            Duration::ZERO
+        } else {
+            defaults.entry_ttl
+        };
         AdapterConfig {
-            entry_ttl: opts.entry_timeout.unwrap_or(defaults.entry_ttl),
+            entry_ttl: opts.entry_timeout.unwrap_or(default_entry_ttl),
             attr_ttl: opts.attr_timeout.unwrap_or(defaults.attr_ttl),
             negative_ttl: opts.negative_timeout.unwrap_or(defaults.negative_ttl),
             default_permissions: opts.default_permissions,

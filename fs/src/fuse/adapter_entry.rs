@@ -298,9 +298,11 @@ impl KeelFs {
                     }
                 }
             })();
+            // fuser's create reply has one lifetime for entry and attributes.
+            let ttl = ctx.config.entry_ttl.min(ctx.config.attr_ttl);
             answer(reply, "create", parent, result, |reply, attr| {
                 reply.created(
-                    &ctx.config.attr_ttl,
+                    &ttl,
                     &fuse_attr(&attr),
                     generation(&attr),
                     FileHandle(attr.ino),

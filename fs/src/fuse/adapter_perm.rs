@@ -122,7 +122,10 @@ pub(super) fn check_setattr(attr: &FileAttr, who: Who, set: &SetAttr) -> FsResul
         }
     }
     if let Some(mode) = set.mode {
-        if !owns(attr, who) {
+        // Anyone may drop setuid/setgid and nothing else: that is the
+        // kernel clearing them after a write by someone else.
+        let only_drops_privileges = mode & 0o7777 == u32::from(attr.perm) & !(S_ISUID | S_ISGID);
+        if !owns(attr, who) && !only_drops_privileges {
             return Err(FsError::NotPermitted);
         }
         let group = set.gid.unwrap_or(attr.gid);
@@ -262,6 +265,13 @@ mod tests {
             check_setattr(&f, who(2000, 2000), &chmod),
             Err(FsError::NotPermitted)
         ));
+        // Dropping setuid and setgid is what the kernel does after a write
+        // by someone else: allowed.
+        let kill = SetAttr {
+            mode: Some(0o755),
+            ..SetAttr::default()
+        };
+        assert!(check_setattr(&f, who(2000, 2000), &kill).is_ok());
         // The owner outside the file's group loses setgid.
         assert_eq!(
             check_setattr(&f, who(1000, 1), &chmod).unwrap().mode,

@@ -247,7 +247,18 @@ pub struct Mounted<'a> {
     down: bool,
 }
 
-impl Mounted<'_> {
+impl<'a> Mounted<'a> {
+    /// A guard for a mount of `fx` made some other way (mount(8)); `source`
+    /// and `opts` are what [`Mounted::finish`] mounts again with.
+    pub fn adopt(fx: &'a Fixture, source: &str, opts: &str) -> Mounted<'a> {
+        Mounted {
+            fx,
+            source: source.to_owned(),
+            opts: opts.to_owned(),
+            down: false,
+        }
+    }
+
     /// Path inside the mount.
     pub fn path(&self, rel: &str) -> PathBuf {
         self.fx.path(rel)
