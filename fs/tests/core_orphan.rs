@@ -111,6 +111,7 @@ fn a_crash_with_orphans_is_cleaned_up_at_mount() {
     let fs = legs.mount();
     assert!(fs.orphans().list().is_empty());
     assert_eq!(fs.superblock().orphan_head, 0);
+    assert!(!fs.superblock().state.errors);
     for ino in [a, b, c] {
         assert!(
             matches!(fs.getattr(ino), Err(FsError::Stale)),
@@ -159,8 +160,6 @@ fn a_broken_orphan_chain_stops_the_walk_without_harm() {
     fs.syncfs().unwrap();
     // The superblock names a linked inode as the head (a stale head after
     // a crash): the walk must not free it.
-    let gen = fs.superblock();
-    drop(gen);
     drop(fs);
     let set = keelfs_fs::devset::identify(&legs.devices).unwrap();
     let mut sb = set.superblock().clone();
@@ -174,5 +173,9 @@ fn a_broken_orphan_chain_stops_the_walk_without_harm() {
         "a linked head is left alone",
     );
     assert_eq!(fs.superblock().orphan_head, 0);
+    assert!(
+        fs.superblock().state.errors,
+        "a broken chain is recorded for fsck"
+    );
     fs.unmount().unwrap();
 }

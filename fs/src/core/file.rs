@@ -48,10 +48,7 @@ use crate::journal::TxHandle;
 /// cannot fail; the redo journal's `log_intents` takes the batch and
 /// returns once it is durable — this is the one place to switch.)
 fn log_intents(tx: &TxHandle<'_>, intents: &[(u64, Tag, Tag)]) -> FsResult<()> {
-    for &(block, old, new) in intents {
-        tx.data_intent(block, old, new);
-    }
-    Ok(())
+    tx.log_intents(intents)
 }
 
 /// The largest file size (Linux's `loff_t` limit).

@@ -285,7 +285,7 @@ impl Fs {
     }
 
     /// Up to `size` bytes of `ino` from `offset` (fewer at the end of the
-    /// file, and at most [`MAX_READ`]).
+    /// file, and at most 64 MiB: `MAX_READ`).
     pub fn read(&self, ino: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
         let cell = self.inode(ino)?;
         let (data, touch) = {

@@ -83,7 +83,7 @@ use crate::alloc::{BlockAllocator, InodeAllocator, MetaAllocator};
 use crate::devset::{self, DeviceSet};
 use crate::error::{FsError, FsResult};
 use crate::format::{Layout, Superblock};
-use crate::journal::Journal;
+use crate::journal::{self, Journal, JournalConfig};
 use keelfs_engine::bufio::{BlockStore, Bufio, BufioConfig};
 use keelfs_engine::device::DeviceRef;
 use keelfs_engine::integrity::Volume;
@@ -152,11 +152,27 @@ pub struct Fs {
     rename_lock: Mutex<()>,
 }
 
-/// Builds the journal over the cache, continuing after the last
-/// transaction the superblock records. (The redo journal will run recovery
-/// here; this is the one place that changes.)
-fn open_journal(cache: &Arc<Bufio>, last_seq: u64) -> FsResult<Journal> {
-    Ok(Journal::new(Arc::clone(cache), last_seq))
+/// Replays what the journal holds (unless the mount is read-only: then a
+/// journal that still needs replay refuses to open, with a clear error),
+/// then opens it over the cache.
+fn open_journal(
+    cache: &Arc<Bufio>,
+    volume: &Arc<Volume>,
+    layout: &Layout,
+    read_only: bool,
+) -> FsResult<Journal> {
+    if !read_only {
+        let report = journal::recover(volume, layout)?;
+        if report.transactions_replayed > 0 || report.intent_records > 0 {
+            log::info!("journal recovery: {report:?}");
+        }
+    }
+    Journal::open(
+        Arc::clone(cache),
+        Arc::clone(volume),
+        layout,
+        JournalConfig::default(),
+    )
 }
 
 impl Fs {
@@ -187,7 +203,7 @@ impl Fs {
             store,
             params.bufio_config(u64::from(layout.block_size)),
         )?);
-        let journal = open_journal(&cache, set.generation())?;
+        let journal = open_journal(&cache, &volume, &layout, read_only)?;
         let blocks = BlockAllocator::open(Arc::clone(&cache), &layout)?;
         let ialloc = InodeAllocator::open(Arc::clone(&cache), &layout)?;
         let inodes = InodeCache::new(Arc::clone(&cache), &layout, params.inode_cache_entries);

@@ -3,7 +3,7 @@
 //!
 //! The superblock is not journalled (each leg has its own copy, with its own
 //! device fields), so it is written whole, through
-//! [`devset::write_superblocks`]: every primary, a flush, every backup, a
+//! [`crate::devset::write_superblocks`]: every primary, a flush, every backup, a
 //! flush. It is written at mount (state "not clean", mount count, last
 //! mount time), after commits that changed the orphan list's head, at
 //! `syncfs` (free counts) and at unmount (state "clean").
