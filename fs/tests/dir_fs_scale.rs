@@ -50,10 +50,16 @@ fn two_hundred_thousand_names_in_one_directory() {
     for target in [1_000u64, 20_000, 200_000] {
         let fs = legs.mount();
         if d == 0 {
-            d = fs.mkdir(ROOT_INODE, b"big", 0o755, Caller::ROOT).unwrap().ino;
+            d = fs
+                .mkdir(ROOT_INODE, b"big", 0o755, Caller::ROOT)
+                .unwrap()
+                .ino;
         }
         while made < target {
-            let ino = fs.mknod(d, &name(made), 0o644, 0, Caller::ROOT).unwrap().ino;
+            let ino = fs
+                .mknod(d, &name(made), 0o644, 0, Caller::ROOT)
+                .unwrap()
+                .ino;
             // The kernel forgets what it does not keep in its caches.
             fs.forget(ino, 1).unwrap();
             made += 1;

@@ -31,8 +31,11 @@ fn list(fs: &Fs, ino: u64) -> Vec<DirListEntry> {
     out
 }
 
-/// Name → (inode, type) of a directory, without "." and "..".
-fn names(fs: &Fs, ino: u64) -> BTreeMap<Vec<u8>, (u64, FileType)> {
+/// Name → (inode, type).
+type Names = BTreeMap<Vec<u8>, (u64, FileType)>;
+
+/// The names of a directory, without "." and "..".
+fn names(fs: &Fs, ino: u64) -> Names {
     list(fs, ino)
         .into_iter()
         .skip(2)
@@ -57,7 +60,10 @@ fn mknod_makes_every_type() {
         (b"chr", 0o020_600, 0x0501, FileType::CharDevice),
         (b"blk", 0o060_660, 0x0803, FileType::BlockDevice),
     ];
-    let who = Caller { uid: 1000, gid: 100 };
+    let who = Caller {
+        uid: 1000,
+        gid: 100,
+    };
     for (name, mode, rdev, kind) in cases {
         let a = fs.mknod(ROOT, name, mode, rdev, who).unwrap();
         assert_eq!(a.kind, kind, "{name:?}");
@@ -98,7 +104,10 @@ fn mknod_makes_every_type() {
     for (name, _, _, kind) in cases {
         assert_eq!(listed[name].1, kind);
     }
-    assert_eq!(listed[&b"lost+found"[..]], (LOST_FOUND_INODE, FileType::Directory));
+    assert_eq!(
+        listed[&b"lost+found"[..]],
+        (LOST_FOUND_INODE, FileType::Directory)
+    );
     fs.unmount().unwrap();
 }
 
@@ -138,7 +147,10 @@ fn setgid_directories_hand_down_their_group() {
     let tmp = tempfile::tempdir().unwrap();
     let legs = image_legs(&tmp);
     let fs = legs.mount();
-    let user = Caller { uid: 1000, gid: 1000 };
+    let user = Caller {
+        uid: 1000,
+        gid: 1000,
+    };
     let shared = fs.mkdir(ROOT, b"shared", 0o2775, user).unwrap();
     fs.setattr(
         shared.ino,
@@ -205,7 +217,10 @@ fn hard_links_across_directories() {
     fs.link(f.ino, ROOT, b"h").unwrap();
     assert_eq!(fs.getattr(f.ino).unwrap().nlink, 3);
     assert!(matches!(err(fs.link(f.ino, b, b"g")), FsError::Exists));
-    assert!(matches!(err(fs.link(a, b, b"dirlink")), FsError::NotPermitted));
+    assert!(matches!(
+        err(fs.link(a, b, b"dirlink")),
+        FsError::NotPermitted
+    ));
     assert!(matches!(err(fs.link(f.ino, f.ino, b"x")), FsError::NotDir));
     // Links of a directory do not change with hard links of files.
     assert_eq!(fs.getattr(b).unwrap().nlink, 2);
@@ -368,11 +383,21 @@ fn readdir_offsets_and_readdirplus() {
     let all = list(&fs, d);
     assert_eq!(all.len(), 302);
     assert_eq!(
-        (&all[0].name[..], all[0].ino, all[0].kind, all[0].next_offset),
+        (
+            &all[0].name[..],
+            all[0].ino,
+            all[0].kind,
+            all[0].next_offset
+        ),
         (&b"."[..], d, FileType::Directory, 1)
     );
     assert_eq!(
-        (&all[1].name[..], all[1].ino, all[1].kind, all[1].next_offset),
+        (
+            &all[1].name[..],
+            all[1].ino,
+            all[1].kind,
+            all[1].next_offset
+        ),
         (&b".."[..], ROOT, FileType::Directory, 2)
     );
     assert_eq!(names(&fs, d), made);
@@ -436,7 +461,10 @@ fn readdir_offsets_and_readdirplus() {
         .unwrap()
         .0
         .ino;
-    assert!(matches!(err(fs.readdir(file, 0, |_| true)), FsError::NotDir));
+    assert!(matches!(
+        err(fs.readdir(file, 0, |_| true)),
+        FsError::NotDir
+    ));
     fs.unmount().unwrap();
 }
 
@@ -448,7 +476,8 @@ fn xattrs_through_the_fs() {
     let f = fs.mknod(ROOT, b"f", 0o644, 0, ME).unwrap();
     let acl: Vec<u8> = vec![2, 0, 0, 0, 1, 0, 6, 0, 0xff, 0xff, 0xff, 0xff, 4, 0, 4, 0];
     fs.setxattr(f.ino, b"user.color", b"blue", 0).unwrap();
-    fs.setxattr(f.ino, b"system.posix_acl_access", &acl, 0).unwrap();
+    fs.setxattr(f.ino, b"system.posix_acl_access", &acl, 0)
+        .unwrap();
     let big: Vec<u8> = (0..65536u32).map(|i| (i * 7) as u8).collect();
     fs.setxattr(f.ino, b"trusted.big", &big, 0).unwrap();
     let a = fs.getattr(f.ino).unwrap();
@@ -473,7 +502,8 @@ fn xattrs_through_the_fs() {
     ));
     fs.setxattr(f.ino, b"user.color", b"red", 2).unwrap();
     // Directories have xattrs too (a default ACL).
-    fs.setxattr(ROOT, b"system.posix_acl_default", &acl, 0).unwrap();
+    fs.setxattr(ROOT, b"system.posix_acl_default", &acl, 0)
+        .unwrap();
     fs.unmount().unwrap();
 
     let fs = legs.mount();
@@ -511,12 +541,17 @@ fn a_remount_shows_everything() {
     let tmp = tempfile::tempdir().unwrap();
     let legs = image_legs(&tmp);
     let fs = legs.mount();
-    let mut expect: Vec<(u64, BTreeMap<Vec<u8>, (u64, FileType)>)> = Vec::new();
+    let mut expect: Vec<(u64, Names)> = Vec::new();
     let top = fs.mkdir(ROOT, b"top", 0o755, ME).unwrap().ino;
     let mut dirs = vec![top];
     for i in 0..20u32 {
         let d = fs
-            .mkdir(dirs[i as usize / 4], format!("dir{i}").as_bytes(), 0o755, ME)
+            .mkdir(
+                dirs[i as usize / 4],
+                format!("dir{i}").as_bytes(),
+                0o755,
+                ME,
+            )
             .unwrap()
             .ino;
         dirs.push(d);
@@ -531,7 +566,8 @@ fn a_remount_shows_everything() {
             .unwrap();
     }
     for j in (0..50u32).step_by(3) {
-        fs.unlink(dirs[3], format!("file-2-{j}").as_bytes(), ME).unwrap();
+        fs.unlink(dirs[3], format!("file-2-{j}").as_bytes(), ME)
+            .unwrap();
     }
     let root_attr = fs.getattr(ROOT).unwrap();
     for &d in &dirs {
