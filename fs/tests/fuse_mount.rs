@@ -140,6 +140,7 @@ fn mount_8_status_and_umount() {
     assert!(socket.exists(), "{}", socket.display());
     let out = Command::new("umount").arg(&fx.mnt).output().unwrap();
     assert!(out.status.success());
+    m.unmounted_elsewhere();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while socket.exists() {
         assert!(
@@ -152,7 +153,6 @@ fn mount_8_status_and_umount() {
     let again = fx.mount("allow_other,default_permissions");
     assert_eq!(fs::read(again.path("hello")).unwrap(), b"through mount(8)");
     again.finish();
-    drop(m);
     drop(helper);
 }
 
@@ -458,4 +458,29 @@ fn permission_checks(fx: &Fixture, uid: u32, gid: u32) {
     assert_eq!(fs::metadata(fx.path("ro")).unwrap().mode() & 0o7777, 0o755);
     // And the user owns it now.
     may(&format!("chmod 600 {mnt}/ro && touch -d @1 {mnt}/ro"));
+}
+
+#[test]
+fn mount_right_after_umount_waits_for_the_old_daemon() {
+    if !can_mount("mount_right_after_umount_waits_for_the_old_daemon") {
+        return;
+    }
+    let fx = Fixture::new(2, 256 * MIB);
+    let m = fx.mount("");
+    // Enough unflushed work that the old daemon is still busy after umount
+    // returns (a plain `fuse` mount unmounts asynchronously).
+    let data = pattern(5, 5, 64 * MIB as usize);
+    fs::write(m.path("big"), &data).unwrap();
+    for i in 0..200 {
+        fs::write(m.path(&format!("small-{i}")), b"x").unwrap();
+    }
+    let out = Command::new("umount").arg(&fx.mnt).output().unwrap();
+    assert!(out.status.success());
+    m.unmounted_elsewhere();
+    // No waiting here: the new mount waits for the old daemon's locks.
+    let again = fx.mount("");
+    assert!(fs::read(again.path("big")).unwrap() == data);
+    // big, small-0 … small-199, lost+found.
+    assert_eq!(fs::read_dir(&fx.mnt).unwrap().count(), 202);
+    again.finish();
 }

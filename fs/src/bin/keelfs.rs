@@ -91,7 +91,7 @@ fn lock_busy(e: &FsError) -> bool {
 }
 
 /// Opens the legs, waiting up to [`LOCK_WAIT`] for a lock held elsewhere.
-fn open_legs(legs: &[PathBuf], read_only: bool) -> Result<Vec<DeviceRef>, FsError> {
+fn open_legs(legs: &[PathBuf], read_only: bool) -> Result<Vec<DeviceRef>, String> {
     let deadline = Instant::now() + LOCK_WAIT;
     let opts = LegOpenOptions {
         read_only,
@@ -108,12 +108,12 @@ fn open_legs(legs: &[PathBuf], read_only: bool) -> Result<Vec<DeviceRef>, FsErro
                 std::thread::sleep(Duration::from_millis(50));
             }
             Err(e) if lock_busy(&e) => {
-                return Err(FsError::Invalid(format!(
+                return Err(format!(
                     "{e} (still locked after {}s: is it mounted or being checked?)",
                     LOCK_WAIT.as_secs()
-                )))
+                ))
             }
-            other => return other,
+            other => return other.map_err(|e| e.to_string()),
         }
     }
 }

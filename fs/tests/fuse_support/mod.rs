@@ -259,6 +259,12 @@ impl<'a> Mounted<'a> {
         }
     }
 
+    /// The mount was taken down some other way (umount(8) by the test):
+    /// dropping the guard must not unmount whatever is mounted there next.
+    pub fn unmounted_elsewhere(mut self) {
+        self.down = true;
+    }
+
     /// Path inside the mount.
     pub fn path(&self, rel: &str) -> PathBuf {
         self.fx.path(rel)
