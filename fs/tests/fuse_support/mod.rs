@@ -207,17 +207,24 @@ fn daemons_of(mnt: &Path) -> Vec<i32> {
 /// ordinary way worked.
 pub fn unmount_and_wait(mnt: &Path, legs: &[PathBuf]) -> bool {
     let mut clean = true;
-    if is_mounted(mnt) {
+    // Tests run in parallel threads: a child another thread is spawning
+    // holds copies of this process's descriptors until its exec, which can
+    // make the mount busy for a moment. Busy is retried for a while.
+    let busy_until = Instant::now() + Duration::from_secs(10);
+    while is_mounted(mnt) {
         let out = Command::new("umount").arg(mnt).output().expect("umount");
-        if !out.status.success() {
-            eprintln!(
-                "umount {}: {}",
-                mnt.display(),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            clean = false;
-            let _ = nix::mount::umount2(mnt, nix::mount::MntFlags::MNT_DETACH);
+        if out.status.success() {
+            break;
         }
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if stderr.contains("busy") && Instant::now() < busy_until {
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        }
+        eprintln!("umount {}: {stderr}", mnt.display());
+        clean = false;
+        let _ = nix::mount::umount2(mnt, nix::mount::MntFlags::MNT_DETACH);
+        break;
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     while !legs_free(legs) {
