@@ -42,9 +42,13 @@ use keelfs_engine::bufio::Bufio;
 use std::collections::HashSet;
 
 /// Largest blob (all of one inode's attributes, 6 bytes of header each)
-/// this code writes: room for a few maximal values. Reading accepts up to
+/// this code writes: room for two maximal values. A change rewrites the
+/// whole chain in one transaction, so this also bounds what one setxattr
+/// logs: 138 blocks of 1 KiB, 33 of 4 KiB — within a transaction of the
+/// default journal (J/4 with J ≥ 1024), not of a journal made much smaller
+/// than the default with small blocks. Reading accepts up to
 /// [`XATTR_BLOB_READ_MAX`].
-pub const XATTR_BLOB_MAX: usize = 256 * 1024;
+pub const XATTR_BLOB_MAX: usize = 128 * 1024;
 /// Largest blob read back before the chain is called corrupt.
 pub const XATTR_BLOB_READ_MAX: usize = 16 * 1024 * 1024;
 

@@ -589,3 +589,87 @@ fn a_remount_shows_everything() {
     assert_eq!(fs.readlink(l.ino).unwrap(), b"../dir4");
     fs.unmount().unwrap();
 }
+
+#[test]
+fn running_out_of_inodes_or_blocks_leaks_nothing() {
+    let options = keelfs_fs::mkfs::MkfsOptions {
+        inodes: keelfs_fs::format::layout::InodeSpec::Count(300),
+        ..opts(1024)
+    };
+    let legs = Legs::mem(1, 8 * MIB, &options);
+    let fs = legs.mount();
+    let d = fs.mkdir(ROOT, b"d", 0o755, ME).unwrap().ino;
+    // Out of inodes: the name is not added.
+    let mut made = 0;
+    let e = loop {
+        match fs.mknod(d, format!("file-{made}").as_bytes(), 0o644, 0, ME) {
+            Ok(a) => {
+                fs.forget(a.ino, 1).unwrap();
+                made += 1;
+            }
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(e, FsError::NoSpace), "{e:?}");
+    assert_eq!(fs.statfs().unwrap().ffree, 0);
+    assert_eq!(names(&fs, d).len(), made);
+    assert!(matches!(
+        err(fs.lookup(d, format!("file-{made}").as_bytes())),
+        FsError::NotFound
+    ));
+    // Free some inodes, then fill every block with file data: a name that
+    // needs a new directory block fails, and its inode is given back.
+    for i in 0..200 {
+        fs.unlink(d, format!("file-{i}").as_bytes(), ME).unwrap();
+    }
+    // Freed inodes are handed out again once the freeing is committed.
+    fs.journal().commit().unwrap();
+    let big = fs.mknod(ROOT, b"big", 0o644, 0, ME).unwrap().ino;
+    let mut offset = 0u64;
+    for size in [256 * 1024, 1024] {
+        let chunk = vec![0x5a; size];
+        while let Ok(n) = fs.write(big, offset, &chunk) {
+            offset += n as u64;
+            if n < size {
+                break;
+            }
+        }
+    }
+    assert!(fs.statfs().unwrap().bfree < 8);
+    let ffree = fs.statfs().unwrap().ffree;
+    assert!(ffree > 0);
+    let mut failed = None;
+    for i in 0..5000 {
+        match fs.mknod(
+            d,
+            format!("long-name-to-fill-the-leaves-{i:05}").as_bytes(),
+            0o644,
+            0,
+            ME,
+        ) {
+            Ok(a) => fs.forget(a.ino, 1).unwrap(),
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    assert!(matches!(failed, Some(FsError::NoSpace)), "{failed:?}");
+    let after = fs.statfs().unwrap();
+    assert!(
+        after.ffree > 0,
+        "the failure was the blocks, not the inodes"
+    );
+    assert_eq!(
+        ffree - after.ffree,
+        names(&fs, d).len() as u64 - (made as u64 - 200),
+        "every inode made is named"
+    );
+    fs.unmount().unwrap();
+    let fs = legs.mount();
+    let listed = names(&fs, d);
+    for (name, (ino, _)) in &listed {
+        assert_eq!(fs.lookup(d, name).unwrap().ino, *ino);
+    }
+    fs.unmount().unwrap();
+}

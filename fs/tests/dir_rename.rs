@@ -50,9 +50,17 @@ fn files_move_and_replace() {
     assert!(matches!(err(fs.lookup(a, b"f")), FsError::NotFound));
     assert_eq!(ino(&fs, a, b"f2"), f);
     assert!(fs.getattr(f).unwrap().ctime >= before.ctime);
-    // Across directories, over an existing file: g loses its only link.
+    // Across directories, over an existing file: g loses its only link;
+    // both directories change (mtime, ctime).
     fs.forget(g, 1).unwrap();
+    let (a_before, b_before) = (fs.getattr(a).unwrap(), fs.getattr(b).unwrap());
+    std::thread::sleep(std::time::Duration::from_millis(5));
     rename(&fs, a, b"f2", b, b"g").unwrap();
+    let (a_after, b_after) = (fs.getattr(a).unwrap(), fs.getattr(b).unwrap());
+    assert!(a_after.mtime > a_before.mtime && a_after.ctime > a_before.ctime);
+    assert!(b_after.mtime > b_before.mtime && b_after.ctime > b_before.ctime);
+    assert_eq!(a_after.mtime, b_after.mtime);
+    assert_eq!(fs.getattr(f).unwrap().ctime, a_after.mtime);
     assert_eq!(ino(&fs, b, b"g"), f);
     assert!(matches!(err(fs.getattr(g)), FsError::Stale));
     assert_eq!(fs.read(f, 0, 100).unwrap(), b"content of f");

@@ -233,43 +233,50 @@ fn the_blob_is_capped() {
     let s = Stack::new(4096, 1024, 1);
     let mut chain = None;
     tx(&s, |mt| {
-        for i in 0..3 {
-            let name = format!("user.v{i}");
-            xattr::set(
-                mt,
-                &mut chain,
-                name.as_bytes(),
-                &value(65536, i),
-                SetMode::Upsert,
-            )
-            .unwrap();
-        }
+        xattr::set(
+            mt,
+            &mut chain,
+            b"user.v0",
+            &value(65536, 0),
+            SetMode::Upsert,
+        )
+        .unwrap();
+        xattr::set(
+            mt,
+            &mut chain,
+            b"user.v1",
+            &value(65000, 1),
+            SetMode::Upsert,
+        )
+        .unwrap();
+        assert!(matches!(
+            xattr::set(mt, &mut chain, b"user.v2", &value(1000, 2), SetMode::Upsert),
+            Err(FsError::NoSpace)
+        ));
         assert!(matches!(
             xattr::set(
                 mt,
                 &mut chain,
-                b"user.v3",
-                &value(65536, 3),
+                b"user.v1",
+                &value(65536, 1),
                 SetMode::Upsert
             ),
             Err(FsError::NoSpace)
         ));
-        // Nothing changed by the refusal; smaller values still fit.
-        xattr::set(
-            mt,
-            &mut chain,
-            b"user.v3",
-            &value(60000, 3),
-            SetMode::Upsert,
-        )
-        .unwrap();
+        // Nothing changed by the refusals; what fits still does.
+        xattr::set(mt, &mut chain, b"user.v2", &value(100, 2), SetMode::Upsert).unwrap();
     });
-    assert_eq!(xattr::list(&s.cache, chain).unwrap().len(), 4);
+    assert_eq!(xattr::list(&s.cache, chain).unwrap().len(), 3);
+    assert_eq!(
+        xattr::get(&s.cache, chain, b"user.v1").unwrap(),
+        value(65000, 1)
+    );
 }
 
 #[test]
 fn corrupt_chains_are_errors_not_hangs() {
     let s = Stack::new(1024, 64, 1);
+    let at = |k: u64| s.layout.data.start + 10 + k;
     // Two blocks pointing at each other.
     let chain = tx(&s, |mt| {
         let gen = mt.generation();
@@ -277,24 +284,24 @@ fn corrupt_chains_are_errors_not_hangs() {
         let piece = [1u8, 1, 1, 0, 0, 0, b'a', b'v'];
         encode_xattr_block(
             Some(BlockRef {
-                block: 11,
+                block: at(1),
                 generation: gen,
             }),
             &piece,
             &mut payload,
         )
         .unwrap();
-        let first = mt.write(10, None, BlockKind::Xattr, &payload).unwrap();
+        let first = mt.write(at(0), None, BlockKind::Xattr, &payload).unwrap();
         encode_xattr_block(
             Some(BlockRef {
-                block: 10,
+                block: at(0),
                 generation: gen,
             }),
             &piece,
             &mut payload,
         )
         .unwrap();
-        mt.write(11, None, BlockKind::Xattr, &payload).unwrap();
+        mt.write(at(1), None, BlockKind::Xattr, &payload).unwrap();
         Some(first)
     });
     assert!(matches!(
@@ -305,7 +312,10 @@ fn corrupt_chains_are_errors_not_hangs() {
     // the block does not have.
     let wrong_kind = tx(&s, |mt| {
         let payload = vec![0u8; mt.payload_len()];
-        Some(mt.write(12, None, BlockKind::ExtentNode, &payload).unwrap())
+        Some(
+            mt.write(at(2), None, BlockKind::ExtentNode, &payload)
+                .unwrap(),
+        )
     });
     assert!(matches!(
         xattr::list(&s.cache, wrong_kind),
@@ -323,7 +333,7 @@ fn corrupt_chains_are_errors_not_hangs() {
     let garbage = tx(&s, |mt| {
         let mut payload = vec![0u8; mt.payload_len()];
         encode_xattr_block(None, &[9, 9, 9], &mut payload).unwrap();
-        Some(mt.write(13, None, BlockKind::Xattr, &payload).unwrap())
+        Some(mt.write(at(3), None, BlockKind::Xattr, &payload).unwrap())
     });
     assert!(matches!(
         xattr::get(&s.cache, garbage, b"user.a"),
@@ -399,7 +409,7 @@ proptest! {
 #[test]
 fn running_out_of_blocks_changes_nothing() {
     let mut s = Stack::new(1024, 4096, 1);
-    s.alloc = dir_support::CountingAlloc::new(1, 11);
+    s.alloc = s.small_alloc(10);
     let mut chain = None;
     tx(&s, |mt| {
         xattr::set(mt, &mut chain, b"user.a", &value(5000, 1), SetMode::Upsert).unwrap();

@@ -393,6 +393,9 @@ impl Fs {
         let mut p = pcell.write();
         let root = changeable_dir(&p)?;
         let (ino, _) = dir::lookup(&self.cache, &root, name)?.ok_or(FsError::NotFound)?;
+        if ino == parent {
+            return Err(corrupt!("directory {parent} has an entry for itself"));
+        }
         let cell = self.inode(ino)?;
         let mut c = cell.write();
         c.check_live()?;

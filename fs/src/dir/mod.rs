@@ -21,7 +21,7 @@
 //! transaction's sequence, so **after changing a block, the entry pointing
 //! at it must be updated, and the block holding that entry is changed in
 //! turn, up to the root in the inode.** Every change therefore rewrites the
-//! path from the changed leaf to the root ([`update`]); the walk up stops
+//! path from the changed leaf to the root (`update.rs`); the walk up stops
 //! early where a parent already records the new (block, generation) — a
 //! second change of the same leaf in the same transaction writes the leaf
 //! only.
@@ -64,6 +64,11 @@
 //!   (a few more only in the rare case of a collision range straddling
 //!   leaves). With 4 KiB blocks (168 entries per node, ~100–200 names per
 //!   leaf) a million names need depth 2: 3 block reads.
+//! * Running out of space never leaves a tree half split: an insert
+//!   reserves every block it will allocate before it writes anything
+//!   ([`MetaTx::reserve`]); removals allocate nothing. [`insert_with`] lets
+//!   the caller make the new inode only once the name is known to be free
+//!   and the blocks are reserved (one scan of the name's range per create).
 //!
 //! # Relies on
 //!

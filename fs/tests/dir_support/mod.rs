@@ -1,7 +1,9 @@
-//! Test stack for the directory and xattr tests: a Bufio over a Volume over
-//! MemDevice legs, the interim journal, and a test `MetaAllocator` (a
-//! counter over a range of blocks that keeps the set of live blocks, so a
-//! test can check that the tree holds exactly the blocks it allocated).
+//! Test stack for the directory and xattr tests: MemDevice legs formatted
+//! by mkfs (for the journal's region), their Volume, a Bufio over it, the
+//! journal, and a test `MetaAllocator` (a counter over the data area that
+//! keeps the set of live blocks, so a test can check that the tree holds
+//! exactly the blocks it allocated). No `Fs` is mounted: the tests drive
+//! `keelfs_fs::dir` and `keelfs_fs::xattr` directly.
 //!
 //! Also: names with colliding hashes. The name hash is two CRC-32Cs of the
 //! same name, and a CRC is affine: for names x and d of equal length,
@@ -15,16 +17,21 @@
 use keelfs_engine::bufio::{BlockStore, Bufio, BufioConfig};
 use keelfs_engine::device::{DeviceRef, MemDevice};
 use keelfs_engine::integrity::Volume;
-use keelfs_engine::mirror::MirrorSet;
 use keelfs_fs::alloc::MetaAllocator;
+use keelfs_fs::devset::identify;
 use keelfs_fs::error::{FsError, FsResult};
 use keelfs_fs::format::dir::name_hash;
-use keelfs_fs::journal::{Journal, TxHandle};
+use keelfs_fs::format::layout::InodeSpec;
+use keelfs_fs::format::Layout;
+use keelfs_fs::journal::{Journal, JournalConfig, TxHandle};
+use keelfs_fs::mkfs::{format, MkfsOptions};
 use parking_lot::Mutex;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 pub const UUID: [u8; 16] = *b"keelfs-dir-tests";
+/// Ring blocks of the test journal.
+pub const JOURNAL_BLOCKS: u64 = 4096;
 
 /// Hands out blocks `first..end` in order, never reusing one (freed blocks
 /// are only recorded).
@@ -81,10 +88,12 @@ impl MetaAllocator for CountingAlloc {
     }
 }
 
-/// A bufio cache over a volume over `legs` memory devices, a journal over
-/// it, and an allocator over blocks 1.. of the device.
+/// A bufio cache over the volume of `legs` formatted memory devices, the
+/// journal over it, and an allocator over the data area (past the root
+/// directory's leaf mkfs wrote).
 pub struct Stack {
     pub store: Arc<Volume>,
+    pub layout: Layout,
     pub cache: Arc<Bufio>,
     pub journal: Journal,
     pub alloc: CountingAlloc,
@@ -98,38 +107,71 @@ pub fn cache_config() -> BufioConfig {
     }
 }
 
+fn open_journal(cache: &Arc<Bufio>, store: &Arc<Volume>, layout: &Layout) -> Journal {
+    Journal::open(
+        Arc::clone(cache),
+        Arc::clone(store),
+        layout,
+        JournalConfig {
+            commit_interval: None,
+            max_transaction_blocks: Some(JOURNAL_BLOCKS - 1),
+        },
+    )
+    .unwrap()
+}
+
 impl Stack {
+    /// `legs` legs with about `blocks` blocks of `block_size` bytes of data
+    /// area, and a journal of [`JOURNAL_BLOCKS`] whose transactions may
+    /// fill it (the tests put many operations in one transaction).
     pub fn new(block_size: u32, blocks: u64, legs: usize) -> Stack {
+        let total = blocks + JOURNAL_BLOCKS + 256 + blocks / 64;
         let devices: Vec<DeviceRef> = (0..legs)
             .map(|i| {
                 Arc::new(MemDevice::new(
                     format!("leg{i}"),
-                    blocks * u64::from(block_size),
+                    total * u64::from(block_size),
                 )) as DeviceRef
             })
             .collect();
-        let set = Arc::new(MirrorSet::new(devices, block_size).unwrap());
-        let store = Arc::new(Volume::new(set, UUID));
+        let options = MkfsOptions {
+            block_size,
+            inodes: InodeSpec::Count(64),
+            journal_blocks: Some(JOURNAL_BLOCKS),
+            fs_uuid: Some(UUID),
+            ..MkfsOptions::default()
+        };
+        format(&devices, &options).unwrap();
+        let set = identify(&devices).unwrap();
+        let layout = set.superblock().layout;
+        let store = Arc::clone(set.volume());
         let cache =
             Arc::new(Bufio::new(store.clone() as Arc<dyn BlockStore>, cache_config()).unwrap());
-        let journal = Journal::new(cache.clone(), 1);
+        let journal = open_journal(&cache, &store, &layout);
+        let alloc = CountingAlloc::new(layout.data.start + 1, layout.backup_superblock);
         Stack {
             store,
+            layout,
             cache,
             journal,
-            alloc: CountingAlloc::new(1, blocks),
+            alloc,
         }
     }
 
-    /// Commits, then replaces the cache (and journal) by cold ones over the
-    /// same volume: the next reads all miss.
+    /// An allocator over `count` blocks of the data area only.
+    pub fn small_alloc(&self, count: u64) -> CountingAlloc {
+        let first = self.layout.data.start + 1;
+        CountingAlloc::new(first, first + count)
+    }
+
+    /// Commits and writes everything home, then replaces the cache (and
+    /// journal) by cold ones over the same volume: the next reads all miss.
     pub fn drop_cache(&mut self) {
-        self.journal.commit().unwrap();
+        self.journal.shutdown().unwrap();
         let cache = Arc::new(
             Bufio::new(self.store.clone() as Arc<dyn BlockStore>, cache_config()).unwrap(),
         );
-        let seq = self.journal.committed_seq();
-        self.journal = Journal::new(cache.clone(), seq);
+        self.journal = open_journal(&cache, &self.store, &self.layout);
         self.cache = cache;
     }
 
