@@ -213,6 +213,11 @@ pub struct Superblock {
     pub device_index: u32,
     /// The mirror set, 1..=8 members; the member count M is its length.
     pub members: Vec<Member>,
+    /// Payload bytes past the fields above. Zero unless a compatible
+    /// feature (possibly one this version does not know) uses them; kept
+    /// as found so rewriting the superblock never destroys a newer
+    /// version's compatible data.
+    pub compat_tail: Vec<u8>,
 }
 
 fn in_superblock(e: FormatError) -> FormatError {
@@ -258,6 +263,7 @@ impl Superblock {
             device_uuid: member_uuids.first().copied().unwrap_or_default(),
             device_index: 0,
             members,
+            compat_tail: Vec::new(),
         }
     }
 
@@ -426,6 +432,12 @@ impl Superblock {
             w.u64(c + 16, m.counters.checksum_errors)?;
             w.u64(c + 24, m.counters.blocks_healed)?;
         }
+        if !self.compat_tail.is_empty() {
+            if self.compat_features == 0 {
+                return Err(FormatError::invalid(S, "reserved_tail", Problem::NotZero));
+            }
+            w.bytes(SUPERBLOCK_LEN, &self.compat_tail)?;
+        }
         Ok(())
     }
 
@@ -560,6 +572,13 @@ impl Superblock {
             device_uuid: r.array(DEVICE_UUID)?,
             device_index: r.u32(DEVICE_INDEX)?,
             members,
+            compat_tail: if compat_features == 0 {
+                Vec::new()
+            } else {
+                let tail = &payload[SUPERBLOCK_LEN..];
+                let used = tail.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
+                tail[..used].to_vec()
+            },
         };
         sb.validate()?;
         Ok(sb)
@@ -862,6 +881,7 @@ mod tests {
                     device_uuid: members[index].uuid,
                     device_index: index as u32,
                     members,
+                    compat_tail: Vec::new(),
                 }
             })
     }
@@ -878,6 +898,17 @@ mod tests {
         fn garbage_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..1100)) {
             let _ = Superblock::decode(&bytes);
             let _ = Superblock::peek_block_size(&bytes);
+        }
+
+        #[test]
+        fn unknown_compat_data_survives_a_rewrite(tail in prop::collection::vec(any::<u8>(), 1..96)) {
+            let layout = Layout::compute(&Geometry::new(8192, 1024)).unwrap();
+            let mut sb = Superblock::new(layout, [1; 16], &[[2; 16]]);
+            let mut p = encoded(&sb);
+            p[COMPAT] = 0x80; // a compatible feature this version does not know
+            p[SUPERBLOCK_LEN..SUPERBLOCK_LEN + tail.len()].copy_from_slice(&tail);
+            sb = Superblock::decode(&p).unwrap();
+            prop_assert_eq!(encoded(&sb), p);
         }
 
         #[test]
