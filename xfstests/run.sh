@@ -37,7 +37,7 @@ getent passwd fsgqa2 >/dev/null || useradd -m -g fsgqa2 fsgqa2
 getent passwd 123456-fsgqa >/dev/null || useradd -m -g fsgqa 123456-fsgqa
 
 mkdir -p "$work/test" "$work/scratch" "$work/results"
-sed "s|@WORK@|$work|g" "$here/local.config.in" > "$xfs/local.config"
+sed -e '/^#/d' -e "s|@WORK@|$work|g" "$here/local.config.in" > "$xfs/local.config"
 
 fresh() { # fresh PREFIX: two sparse 2 GiB legs, formatted as a mirror
   umount "$work/$1" 2>/dev/null
@@ -45,6 +45,7 @@ fresh() { # fresh PREFIX: two sparse 2 GiB legs, formatted as a mirror
   /usr/local/sbin/mkfs.keelfs -q -F "$work/$1-a.img" "$work/$1-b.img"
 }
 fresh test
+fresh scratch
 
 # The list of tests: explicit names, or a group expanded by ./check -n.
 if [ $# -eq 0 ]; then set -- -g quick; fi
