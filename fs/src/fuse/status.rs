@@ -8,7 +8,8 @@
 //!   `zpool status` (columns NAME STATE READ WRITE CKSUM HEALED: READ is
 //!   failed device reads, WRITE failed writes and flushes, CKSUM copies that
 //!   read fine but did not match their tag, HEALED blocks rewritten on that
-//!   leg from a good copy), members with no device, the bufio cache counters
+//!   leg from a good copy; each counts the leg's whole life: the persistent
+//!   counters of its superblock plus this mount's), members with no device, the bufio cache counters
 //!   (hits, misses, bytes, dirty buffers), the journal's last committed
 //!   sequence, space, and the request counters of the worker pool.
 //! * Leg health: `ONLINE` (in service, no error counted), `DEGRADED` (in
@@ -164,6 +165,7 @@ impl StatusReport {
         let mut legs = Vec::new();
         for (i, leg) in set.legs().iter().enumerate() {
             let stats = mirror.leg_stats(i).snapshot();
+            let totals = fs.leg_totals(i).unwrap_or_default();
             let member = leg.member;
             let health = match mirror.leg_state(i) {
                 LegState::Failed if report.stale.iter().any(|s| s.member == member) => {
@@ -180,10 +182,10 @@ impl StatusReport {
                 name: leg.name().to_owned(),
                 member,
                 health,
-                read_errors: stats.read_errors,
-                write_errors: stats.write_errors + stats.flush_errors,
-                checksum_errors: stats.checksum_errors,
-                healed: stats.healed,
+                read_errors: totals.read_errors,
+                write_errors: totals.write_errors,
+                checksum_errors: totals.checksum_errors,
+                healed: totals.blocks_healed,
                 bytes_read: stats.bytes_read,
                 bytes_written: stats.bytes_written,
             });
