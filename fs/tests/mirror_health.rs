@@ -216,3 +216,111 @@ fn losing_the_last_leg_answers_eio_never_silent_loss() {
     assert!(fs.read(ino, 0, 4096).is_err(), "reads fail too");
     assert!(fs.unmount().is_err());
 }
+
+use keelfs_fs::core::scrub::ScrubProgress;
+use std::sync::atomic::Ordering;
+
+fn scrub(fs: &Fs) -> (u64, u64, u64, u64) {
+    let p = ScrubProgress::default();
+    fs.scrub(&p).unwrap();
+    assert!(p.finished.load(Ordering::Relaxed));
+    assert_eq!(
+        p.done.load(Ordering::Relaxed),
+        p.total.load(Ordering::Relaxed)
+    );
+    (
+        p.total.load(Ordering::Relaxed),
+        p.bad_copies.load(Ordering::Relaxed),
+        p.repaired.load(Ordering::Relaxed),
+        p.lost.load(Ordering::Relaxed),
+    )
+}
+
+#[test]
+fn scrub_repairs_data_and_metadata_on_one_leg() {
+    let legs = Legs::small();
+    let fs = legs.mount();
+    let files: Vec<(u64, Vec<u8>)> = (0..4)
+        .map(|i| {
+            let ino = new_file(&fs);
+            let data = pattern(10 + i, 40 * 1024);
+            fs.write(ino, 0, &data).unwrap();
+            (ino, data)
+        })
+        .collect();
+    let bs = 4096;
+    let data_blocks: Vec<u64> = files
+        .iter()
+        .map(|(ino, _)| physical_block(&fs, *ino, 5))
+        .collect();
+    let layout = *fs.layout();
+    let inode_block = layout.inode_location(files[0].0).unwrap().block;
+    let tag_block = layout.tag_table.start;
+    fs.unmount().unwrap();
+
+    // Damage on leg 0 only: three data blocks, an inode-table block (the
+    // mount reads it: healed then) and a tag-table block; one more data
+    // block on leg 1.
+    for &b in &data_blocks[..3] {
+        legs.mems[0].poke(b * bs + 77, b"data rot");
+    }
+    legs.mems[1].poke(data_blocks[3] * bs + 5, b"other leg");
+    legs.mems[0].poke(inode_block * bs + 300, b"inode rot");
+    legs.mems[0].poke(tag_block * bs + 60, &[0xff; 8]);
+    let fs = legs.mount();
+    let (total, bad, repaired, lost) = scrub(&fs);
+    assert!(total > 50, "checked {total} blocks");
+    let cksum: u64 = (0..2)
+        .map(|l| fs.leg_totals(l).unwrap().checksum_errors)
+        .sum();
+    assert_eq!(cksum, 6, "every bad copy counted");
+    assert!((5..=6).contains(&bad), "scrub found {bad}");
+    assert_eq!((repaired, lost), (bad, 0));
+    let (_, bad, _, lost) = scrub(&fs);
+    assert_eq!((bad, lost), (0, 0), "a second scrub finds nothing");
+    for (ino, data) in &files {
+        assert_bytes(&read_all(&fs, *ino), data, "file after scrub");
+    }
+    fs.unmount().unwrap();
+    for b in data_blocks.iter().chain([&inode_block, &tag_block]) {
+        assert_eq!(
+            legs.mems[0].peek(b * bs, bs as usize),
+            legs.mems[1].peek(b * bs, bs as usize),
+            "block {b} the same on both legs"
+        );
+    }
+}
+
+#[test]
+fn scrub_reports_a_block_bad_on_every_leg_and_touches_nothing_else() {
+    let legs = Legs::mem(3, 16 * MIB, &MkfsOptions::default());
+    let fs = legs.mount();
+    let ino = new_file(&fs);
+    let other = new_file(&fs);
+    let data = pattern(21, 32 * 1024);
+    fs.write(ino, 0, &data).unwrap();
+    fs.write(other, 0, &data).unwrap();
+    let block = physical_block(&fs, ino, 2);
+    let b3 = physical_block(&fs, ino, 3);
+    fs.unmount().unwrap();
+    for (i, mem) in legs.mems.iter().enumerate() {
+        mem.poke(block * 4096 + 10 * i as u64, b"everywhere");
+    }
+    // Three-way mirror, two legs damaged in different places: healed.
+    legs.mems[0].poke(b3 * 4096, b"zero");
+    legs.mems[1].poke(b3 * 4096 + 999, b"one");
+    let fs = legs.mount();
+    let (_, bad, repaired, lost) = scrub(&fs);
+    assert_eq!((bad, repaired, lost), (5, 1, 1));
+    assert!(
+        fs.read(ino, 2 * 4096, 4096).is_err(),
+        "EIO, not wrong bytes"
+    );
+    assert_bytes(
+        &fs.read(ino, 3 * 4096, 4096).unwrap(),
+        &data[3 * 4096..4 * 4096],
+        "b3",
+    );
+    assert_bytes(&read_all(&fs, other), &data, "other file");
+    fs.unmount().unwrap();
+}

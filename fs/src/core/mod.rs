@@ -12,6 +12,7 @@
 //! * `meta.rs`: reading and creating metadata blocks with kind checks;
 //! * `time.rs`: timestamps;
 //! * `superblock.rs`: the in-memory superblock and its per-leg writes;
+//! * `scrub.rs`: online scrub of every allocated block on every leg;
 //! * `health.rs`: failed legs recorded in the superblocks, persistent
 //!   error counters, EIO when no leg is left;
 //! * `inode.rs`: the inode cache ([`InodeCell`], [`InodeState`]);
@@ -69,6 +70,7 @@ pub mod orphan;
 mod readdir;
 mod reclaim;
 pub mod rename;
+pub mod scrub;
 pub mod superblock;
 mod symlink;
 pub mod tags;
