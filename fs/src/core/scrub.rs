@@ -181,7 +181,14 @@ impl Fs {
             _ => return Ok(false),
         }
         let tags = self.tags.load(block, 1)?;
-        Ok(!self.volume.scrub_data(block, &tags)?.lost.is_empty())
+        // Checked without counting again: lost if no in-service leg is good.
+        let mirror = self.volume.set();
+        for leg in mirror.in_service().legs() {
+            if self.volume.verify_leg_data(leg, block, &tags)?.is_empty() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Written data runs of every inode in use, sorted by physical block,
