@@ -37,8 +37,10 @@
 //! heals; never two at once), then the mirror's scheduler slots.
 
 mod fence;
+mod scrub;
 pub mod tag;
 
+pub use scrub::ScrubRun;
 pub use tag::{
     data_check, meta_block, meta_check, meta_gen, meta_kind, meta_seal, meta_set_gen,
     meta_set_kind, Tag, TagMismatch, META_HEADER_LEN, META_MAGIC,

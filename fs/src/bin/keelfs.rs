@@ -3,6 +3,9 @@
 //! ```text
 //! keelfs SOURCE MOUNTPOINT [-o OPTIONS]... [-f]     mount (mount -t fuse.keelfs runs this)
 //! keelfs status MOUNTPOINT                          per-leg health, errors, cache, journal
+//! keelfs scrub MOUNTPOINT [start|status|pause|resume|cancel|wait]
+//!                                                   online scrub (default: start, then
+//!                                                   show progress until it ends)
 //! ```
 //!
 //! Mounting (docs/mount.md has the options and exit codes):
@@ -48,6 +51,8 @@ fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().collect();
     let code = if args.get(1).is_some_and(|a| a == "status") {
         status_main(&args)
+    } else if args.get(1).is_some_and(|a| a == "scrub") {
+        scrub_main(&args)
     } else {
         daemon::run_main(args, build)
     };
@@ -77,6 +82,76 @@ fn status_main(args: &[OsString]) -> i32 {
         Err(e) => {
             eprintln!("keelfs: {e}");
             1
+        }
+    }
+}
+
+/// `keelfs scrub MOUNTPOINT [COMMAND]`: COMMAND is sent to the daemon;
+/// without one (or with `wait`) the scrub is started (unless `wait`) and
+/// its progress shown every second until it ends. Exit 0 when it finished
+/// with nothing unrepairable, 2 when blocks had no good copy, 1 on errors.
+fn scrub_main(args: &[OsString]) -> i32 {
+    let rest = &args[2..];
+    let usage = "keelfs: usage: keelfs scrub MOUNTPOINT [start|status|pause|resume|cancel|wait]";
+    let (mountpoint, cmd) = match rest {
+        [m] => (m, "run"),
+        [m, c] => match c.to_str() {
+            Some(c @ ("start" | "status" | "pause" | "resume" | "cancel" | "wait")) => (m, c),
+            _ => {
+                eprintln!("{usage}");
+                return 1;
+            }
+        },
+        _ => {
+            eprintln!("{usage}");
+            return 1;
+        }
+    };
+    let mountpoint = Path::new(mountpoint);
+    let send = |c: &str| status::command(mountpoint, &format!("scrub {c}"));
+    let first = match cmd {
+        "run" => "start",
+        "wait" => "status",
+        c => c,
+    };
+    let answer = match send(first) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("keelfs: {e}");
+            return 1;
+        }
+    };
+    print!("{answer}");
+    if answer.starts_with("error:") {
+        return 1;
+    }
+    if cmd != "run" && cmd != "wait" {
+        return 0;
+    }
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let line = match send("status") {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("keelfs: {e}");
+                return 1;
+            }
+        };
+        print!("{line}");
+        if !line.starts_with("scrub: running") && !line.starts_with("scrub: paused") {
+            let unrepairable = line
+                .trim()
+                .split(", ")
+                .find_map(|f| f.strip_suffix(" unrepairable"))
+                .and_then(|n| n.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+            return if line.starts_with("scrub: finished") && unrepairable == 0 {
+                0
+            } else if unrepairable > 0 {
+                2
+            } else {
+                1
+            };
         }
     }
 }

@@ -12,6 +12,9 @@
 //! * `meta.rs`: reading and creating metadata blocks with kind checks;
 //! * `time.rs`: timestamps;
 //! * `superblock.rs`: the in-memory superblock and its per-leg writes;
+//! * `scrub.rs`: online scrub of every allocated block on every leg;
+//! * `health.rs`: failed legs recorded in the superblocks, persistent
+//!   error counters, EIO when no leg is left;
 //! * `inode.rs`: the inode cache ([`InodeCell`], [`InodeState`]);
 //! * `orphan.rs`: the orphan list (unlinked but open);
 //! * `lifecycle.rs`: creating inodes, dropping links, forget, freeing,
@@ -58,6 +61,7 @@ pub mod extent;
 mod file;
 mod file_ops;
 mod file_space;
+pub mod health;
 pub mod inode;
 mod lifecycle;
 pub mod meta;
@@ -66,6 +70,7 @@ pub mod orphan;
 mod readdir;
 mod reclaim;
 pub mod rename;
+pub mod scrub;
 pub mod superblock;
 mod symlink;
 pub mod tags;
@@ -84,6 +89,7 @@ use crate::devset::{self, DeviceSet};
 use crate::error::{FsError, FsResult};
 use crate::format::{Layout, Superblock};
 use crate::journal::{self, Journal, JournalConfig};
+use health::{Health, HealthWatcher};
 use keelfs_engine::bufio::{BlockStore, Bufio, BufioConfig};
 use keelfs_engine::device::DeviceRef;
 use keelfs_engine::integrity::Volume;
@@ -150,6 +156,9 @@ pub struct Fs {
     /// Held by renames between two directories (lock order: after the
     /// journal handle, before inode locks); keeps directory ancestry still.
     rename_lock: Mutex<()>,
+    health: Arc<Health>,
+    /// The health thread (none on a read-only mount); stopped at unmount.
+    watcher: Mutex<Option<HealthWatcher>>,
 }
 
 /// Replays what the journal holds (unless the mount is read-only: then a
@@ -209,6 +218,7 @@ impl Fs {
         let inodes = InodeCache::new(Arc::clone(&cache), &layout, params.inode_cache_entries);
         let tags = TagTable::new(Arc::clone(&cache), &layout);
         let keeper = Arc::new(SuperblockKeeper::new(set));
+        let health = Arc::new(Health::new(Arc::clone(&keeper)));
         let fs = Fs {
             keeper,
             layout,
@@ -222,6 +232,8 @@ impl Fs {
             orphans: Arc::new(Orphans::default()),
             read_only,
             rename_lock: Mutex::new(()),
+            health,
+            watcher: Mutex::new(None),
         };
         if !read_only {
             let gen = fs.journal.committed_seq();
@@ -231,6 +243,9 @@ impl Fs {
                 sb.last_mounted = time::now().secs.max(0) as u64;
             })?;
             fs.recover_orphans(sb.orphan_head)?;
+            let watcher = HealthWatcher::start(Arc::clone(&fs.health))
+                .map_err(|e| FsError::Invalid(format!("cannot start the health thread: {e}")))?;
+            *fs.watcher.lock() = Some(watcher);
         }
         Ok(fs)
     }
@@ -242,6 +257,11 @@ impl Fs {
         if self.read_only {
             return Ok(());
         }
+        if let Some(mut watcher) = self.watcher.lock().take() {
+            watcher.stop();
+        }
+        self.health.check_legs();
+        self.check_writable()?;
         self.free_remaining_orphans()?;
         self.journal.shutdown()?;
         self.cache.flush()?;
@@ -254,6 +274,7 @@ impl Fs {
         if self.read_only {
             return Ok(());
         }
+        self.health.check_legs();
         self.journal.commit()?;
         self.cache.flush()?;
         self.write_superblock(false)
@@ -275,12 +296,27 @@ impl Fs {
     }
 
     /// Fails with `ReadOnly` on a read-only mount.
+    /// Fails with EIO (`NoLegs`) when no mirror leg is left in service.
     pub fn check_writable(&self) -> FsResult<()> {
         if self.read_only {
             Err(FsError::ReadOnly)
+        } else if self.health.unavailable() {
+            Err(keelfs_engine::EngineError::NoLegs.into())
         } else {
             Ok(())
         }
+    }
+
+    /// Records leg failures now (the health thread does it within
+    /// [`health::POLL_INTERVAL`]); returns whether a leg had failed since
+    /// the last look. Call it holding no lock.
+    pub fn check_legs(&self) -> bool {
+        self.health.check_legs()
+    }
+
+    /// Mirror leg `leg`'s error counters, persistent plus this mount's.
+    pub fn leg_totals(&self, leg: usize) -> Option<crate::format::superblock::MemberCounters> {
+        self.keeper.leg_totals(leg)
     }
 
     /// Whether the mount is read-only.

@@ -111,21 +111,33 @@ impl SuperblockKeeper {
             } else if self.in_service_at_mount.get(p).copied().unwrap_or(false) {
                 member.state = MemberState::Failed;
             }
-            if let (Some(base), Some(cur), Some(at_mount)) = (
-                self.baseline.get(p),
-                now.get(p),
-                self.mount_counters.get(leg.member as usize),
-            ) {
-                member.counters = MemberCounters {
-                    read_errors: at_mount.read_errors
-                        + cur.read_errors.saturating_sub(base.read_errors),
-                    write_errors: at_mount.write_errors
-                        + cur.write_errors.saturating_sub(base.write_errors),
-                    checksum_errors: at_mount.checksum_errors
-                        + cur.checksum_errors.saturating_sub(base.checksum_errors),
-                    blocks_healed: at_mount.blocks_healed + cur.healed.saturating_sub(base.healed),
-                };
+            if let Some(total) = self.totals_with(&now, p) {
+                member.counters = total;
             }
         }
+    }
+
+    /// Mirror leg `leg`'s error counters over its whole life: what its
+    /// superblock held at mount plus what the mirror counted since.
+    pub fn leg_totals(&self, leg: usize) -> Option<MemberCounters> {
+        self.totals_with(&self.set.mirror().stats(), leg)
+    }
+
+    fn totals_with(&self, now: &[StatsSnapshot], leg: usize) -> Option<MemberCounters> {
+        let member = self.set.legs().get(leg)?.member as usize;
+        let (base, cur, at_mount) = (
+            self.baseline.get(leg)?,
+            now.get(leg)?,
+            self.mount_counters.get(member)?,
+        );
+        Some(MemberCounters {
+            read_errors: at_mount.read_errors + cur.read_errors.saturating_sub(base.read_errors),
+            write_errors: at_mount.write_errors
+                + (cur.write_errors + cur.flush_errors)
+                    .saturating_sub(base.write_errors + base.flush_errors),
+            checksum_errors: at_mount.checksum_errors
+                + cur.checksum_errors.saturating_sub(base.checksum_errors),
+            blocks_healed: at_mount.blocks_healed + cur.healed.saturating_sub(base.healed),
+        })
     }
 }

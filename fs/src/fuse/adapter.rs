@@ -66,6 +66,7 @@ use parking_lot::{Mutex, RwLock};
 use super::errno::reply_errno;
 use super::options::MountOptions;
 use super::pool::WorkerPool;
+use super::scrub_ctl::ScrubControl;
 use super::status::{StatusReport, StatusServer};
 use crate::core::{time, Caller, FileAttr, Fs};
 use crate::error::{FsError, FsResult};
@@ -138,6 +139,8 @@ pub(super) struct Shared {
     contexts: IoContextTable,
     pub(super) config: AdapterConfig,
     status: Mutex<Option<StatusServer>>,
+    /// `keelfs scrub` (through the status socket).
+    scrub: ScrubControl,
     /// Serializes, per inode (striped), a write from the page cache with
     /// the restoring of the times it must not change, against setattr
     /// (see `adapter_file.rs`). Taken before any fs core lock, never under
@@ -192,9 +195,12 @@ impl AdapterHandle {
         let mountpoint = mountpoint.to_owned();
         let server = StatusServer::start(
             socket,
-            Box::new(move || {
+            Box::new(move |request: &str| {
                 let shared = weak.upgrade()?;
                 let fs = shared.fs()?;
+                if let Some(scrub) = request.strip_prefix("scrub ") {
+                    return Some(shared.scrub.command(&fs, scrub.trim()));
+                }
                 let pool = &shared.pool;
                 let report = StatusReport::collect(
                     &fs,
@@ -374,6 +380,7 @@ impl KeelFs {
                 contexts: IoContextTable::new(),
                 config,
                 status: Mutex::new(None),
+                scrub: ScrubControl::default(),
                 time_locks: (0..TIME_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             }),
         }
@@ -460,6 +467,7 @@ impl Filesystem for KeelFs {
         if let Some(server) = self.shared.status.lock().take() {
             server.stop();
         }
+        self.shared.scrub.shutdown();
         let Some(mut fs) = self.shared.fs.write().take() else {
             return;
         };

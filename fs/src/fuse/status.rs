@@ -8,7 +8,8 @@
 //!   `zpool status` (columns NAME STATE READ WRITE CKSUM HEALED: READ is
 //!   failed device reads, WRITE failed writes and flushes, CKSUM copies that
 //!   read fine but did not match their tag, HEALED blocks rewritten on that
-//!   leg from a good copy), members with no device, the bufio cache counters
+//!   leg from a good copy; each counts the leg's whole life: the persistent
+//!   counters of its superblock plus this mount's), members with no device, the bufio cache counters
 //!   (hits, misses, bytes, dirty buffers), the journal's last committed
 //!   sequence, space, and the request counters of the worker pool.
 //! * Leg health: `ONLINE` (in service, no error counted), `DEGRADED` (in
@@ -23,8 +24,10 @@
 //!   `/run/keelfs/fuse-MAJOR-MINOR.sock`, named after the device number of
 //!   its FUSE superblock (what `stat MOUNTPOINT` reports as `st_dev`), so
 //!   the client finds it from the mount point alone. Each connection gets
-//!   one report, in the line format of [`StatusReport::encode`], and is
-//!   closed. The socket is made at mount and removed at unmount; a socket
+//!   one answer and is closed: the client first sends one request line
+//!   (`status`, or `scrub start|status|pause|resume|cancel`; none at all,
+//!   within 300 ms, means `status`), and a status answer is a report in the
+//!   line format of [`StatusReport::encode`]. The socket is made at mount and removed at unmount; a socket
 //!   left by a daemon that was killed refuses connections and is replaced
 //!   by the next daemon with that device number.
 //! * [`StatusReport::decode`] reads exactly what `encode` writes (fields are
@@ -164,6 +167,7 @@ impl StatusReport {
         let mut legs = Vec::new();
         for (i, leg) in set.legs().iter().enumerate() {
             let stats = mirror.leg_stats(i).snapshot();
+            let totals = fs.leg_totals(i).unwrap_or_default();
             let member = leg.member;
             let health = match mirror.leg_state(i) {
                 LegState::Failed if report.stale.iter().any(|s| s.member == member) => {
@@ -180,10 +184,10 @@ impl StatusReport {
                 name: leg.name().to_owned(),
                 member,
                 health,
-                read_errors: stats.read_errors,
-                write_errors: stats.write_errors + stats.flush_errors,
-                checksum_errors: stats.checksum_errors,
-                healed: stats.healed,
+                read_errors: totals.read_errors,
+                write_errors: totals.write_errors,
+                checksum_errors: totals.checksum_errors,
+                healed: totals.blocks_healed,
                 bytes_read: stats.bytes_read,
                 bytes_written: stats.bytes_written,
             });
@@ -599,6 +603,22 @@ pub enum StatusError {
 
 /// Asks the daemon serving `mountpoint` for its report.
 pub fn query(mountpoint: &Path) -> Result<StatusReport, StatusError> {
+    let text = command(mountpoint, "status")?;
+    StatusReport::decode(&text).map_err(StatusError::Malformed)
+}
+
+/// What the server sends each client, given the request line the client
+/// sent (`""` when it sent none, as `keelfs status` before version 2 did:
+/// that is a status request): an encoded report or a command's answer, or
+/// `None` when there is nothing to say (the filesystem is going away).
+pub type ReportSource = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// How long the server waits for a client's request line.
+const REQUEST_WAIT: Duration = Duration::from_millis(300);
+
+/// Sends `request` (one line, e.g. `scrub start`) to the daemon serving
+/// `mountpoint` and returns its answer.
+pub fn command(mountpoint: &Path, request: &str) -> Result<String, StatusError> {
     let meta = std::fs::metadata(mountpoint).map_err(|source| StatusError::Stat {
         path: mountpoint.to_owned(),
         source,
@@ -617,14 +637,28 @@ pub fn query(mountpoint: &Path) -> Result<StatusReport, StatusError> {
     stream
         .set_read_timeout(Some(CLIENT_TIMEOUT))
         .map_err(read_err)?;
+    stream
+        .write_all(format!("{request}\n").as_bytes())
+        .map_err(read_err)?;
+    let _ = stream.shutdown(std::net::Shutdown::Write);
     let mut text = String::new();
     stream.read_to_string(&mut text).map_err(read_err)?;
-    StatusReport::decode(&text).map_err(StatusError::Malformed)
+    Ok(text)
 }
 
-/// What the server sends each client: an encoded report, or `None` when
-/// there is nothing to report (the filesystem is going away).
-pub type ReportSource = Box<dyn Fn() -> Option<String> + Send + Sync>;
+/// Reads the client's request line (up to [`REQUEST_WAIT`]; none is "").
+fn read_request(stream: &mut UnixStream) -> String {
+    let _ = stream.set_read_timeout(Some(REQUEST_WAIT));
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while line.len() < 256 {
+        match stream.read(&mut byte) {
+            Ok(1) if byte[0] != b'\n' => line.push(byte[0]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&line).trim().to_owned()
+}
 
 /// The daemon's status socket and the thread answering it.
 pub struct StatusServer {
@@ -635,7 +669,7 @@ pub struct StatusServer {
 
 impl StatusServer {
     /// Listens on `path` (replacing a stale socket there; the directory is
-    /// created) and answers every connection with `report()`.
+    /// created) and answers every connection with `report(request)`.
     pub fn start(path: PathBuf, report: ReportSource) -> io::Result<StatusServer> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
@@ -696,7 +730,8 @@ fn serve(listener: &UnixListener, stop: &AtomicBool, report: &ReportSource) {
         }
         let Ok(mut stream) = stream else { continue };
         let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
-        let text = report().unwrap_or_default();
+        let request = read_request(&mut stream);
+        let text = report(&request).unwrap_or_default();
         if let Err(e) = stream.write_all(text.as_bytes()) {
             log::debug!("status client went away: {e}");
         }
@@ -830,7 +865,7 @@ mod tests {
         let report = sample();
         let encoded = report.encode();
         let server =
-            StatusServer::start(path.clone(), Box::new(move || Some(encoded.clone()))).unwrap();
+            StatusServer::start(path.clone(), Box::new(move |_| Some(encoded.clone()))).unwrap();
         for _ in 0..3 {
             let mut text = String::new();
             UnixStream::connect(&path)
@@ -843,7 +878,7 @@ mod tests {
         assert!(!path.exists());
         // A stale socket file is replaced.
         std::fs::write(&path, b"stale").unwrap();
-        let server = StatusServer::start(path.clone(), Box::new(|| None)).unwrap();
+        let server = StatusServer::start(path.clone(), Box::new(|_| None)).unwrap();
         let mut text = String::new();
         UnixStream::connect(&path)
             .unwrap()
