@@ -5,7 +5,7 @@
 //! as many blocks as its smallest leg.
 //!
 //! Promises:
-//! * A write goes to every in-service leg at once (leg jobs run on per-leg
+//! * A write goes to every in-service and every resyncing leg at once (leg jobs run on per-leg
 //!   worker threads; a synchronous caller does one leg itself) and
 //!   completes when every leg has answered. The answer is [`ErrorBits`]: one
 //!   bit per leg whose write failed. A leg whose write or flush fails is
@@ -15,6 +15,13 @@
 //!   write of a borrowed buffer copies it once for the workers' legs (about
 //!   40 µs per MiB); [`MirrorSet::write_shared_sync`] and [`Plug`] share
 //!   `Arc` buffers between legs and copy nothing.
+//! * A [`LegState::Resyncing`] leg (being filled from the others by the
+//!   filesystem's resync) takes every write an in-service leg takes, so a
+//!   block the resync has copied stays current, but it never serves a
+//!   read and is never a heal source: [`MirrorSet::read_order`] and
+//!   [`MirrorSet::in_service`] leave it out. A write needs at least one
+//!   in-service leg ([`EngineError::NoLegs`] otherwise: a copy on a
+//!   resyncing leg alone could not be read back).
 //! * A read goes to one in-service leg, round-robin, and on a device error
 //!   falls back to the next. A read error alone does not fail a leg (a bad
 //!   sector is repaired by rewriting it, which the integrity layer does);
@@ -65,12 +72,16 @@ pub enum LegState {
     /// It failed a write or flush (or was taken out): no I/O goes to it
     /// except explicit [`Region`]s and [`MirrorSet::read_leg`].
     Failed,
+    /// Being resynced: writes go to it (as to an in-service leg), reads
+    /// never do, and it is never a heal source. A failed write fails it.
+    Resyncing,
 }
 
 impl LegState {
     fn from_u8(v: u8) -> Self {
         match v {
             0 => LegState::InService,
+            2 => LegState::Resyncing,
             _ => LegState::Failed,
         }
     }
@@ -79,6 +90,7 @@ impl LegState {
         match self {
             LegState::InService => 0,
             LegState::Failed => 1,
+            LegState::Resyncing => 2,
         }
     }
 }
@@ -270,9 +282,27 @@ impl MirrorSet {
         self.shared.set_state(leg, LegState::InService);
     }
 
-    /// The in-service legs.
+    /// Start resyncing `leg`: from now on it takes every write, but serves
+    /// no read until [`MirrorSet::mark_in_service`].
+    pub fn mark_resyncing(&self, leg: usize) {
+        self.shared.set_state(leg, LegState::Resyncing);
+    }
+
+    /// Move `leg` from `from` to `to` only if it is in `from` (so a resync
+    /// that finishes never revives a leg that failed meanwhile). Returns
+    /// whether it moved.
+    pub fn transition(&self, leg: usize, from: LegState, to: LegState) -> bool {
+        self.shared.transition(leg, from, to)
+    }
+
+    /// The in-service legs (those that serve reads).
     pub fn in_service(&self) -> ErrorBits {
         self.shared.in_service()
+    }
+
+    /// The legs a write goes to: in-service and resyncing.
+    pub fn write_legs(&self) -> ErrorBits {
+        self.shared.write_legs()
     }
 
     /// A counter bumped on every leg state change, so a caller can notice
@@ -340,7 +370,7 @@ impl MirrorSet {
         meanwhile: impl FnOnce(),
     ) -> EngineResult<ErrorBits> {
         self.shared.check_range(block, data.len())?;
-        let legs = self.shared.in_service_nonempty()?;
+        let legs = self.shared.write_legs_nonempty()?;
         self.write_units_while(
             ioctx::current(),
             vec![WriteUnit {
@@ -358,7 +388,7 @@ impl MirrorSet {
     /// is copied.
     pub fn write_shared_sync(&self, block: u64, data: Arc<[u8]>) -> EngineResult<ErrorBits> {
         self.shared.check_range(block, data.len())?;
-        let legs = self.shared.in_service_nonempty()?;
+        let legs = self.shared.write_legs_nonempty()?;
         self.write_units(
             ioctx::current(),
             vec![WriteUnit {
@@ -407,7 +437,7 @@ impl MirrorSet {
         let legs = match self
             .shared
             .check_range(block, data.len())
-            .and_then(|_| self.shared.in_service_nonempty())
+            .and_then(|_| self.shared.write_legs_nonempty())
         {
             Ok(legs) => legs,
             Err(e) => {
@@ -558,7 +588,7 @@ impl MirrorSet {
     /// A barrier on every in-service leg, in parallel. A leg whose flush
     /// fails is marked failed; an error only if every leg failed.
     pub fn flush(&self) -> EngineResult<ErrorBits> {
-        let legs = self.shared.in_service_nonempty()?;
+        let legs = self.shared.write_legs_nonempty()?;
         self.run_on_legs(OpKind::Flush, legs, 0, 0)
     }
 
@@ -579,7 +609,7 @@ impl MirrorSet {
         if count == 0 {
             return Ok(ErrorBits::NONE);
         }
-        let legs = self.shared.in_service_nonempty()?;
+        let legs = self.shared.write_legs_nonempty()?;
         self.run_on_legs(OpKind::Discard, legs, block, len)
     }
 
@@ -645,18 +675,45 @@ impl SetShared {
         }
     }
 
+    fn transition(&self, leg: usize, from: LegState, to: LegState) -> bool {
+        let moved = self.legs[leg]
+            .state
+            .compare_exchange(
+                from.as_u8(),
+                to.as_u8(),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok();
+        if moved && from != to {
+            self.state_changes.fetch_add(1, Ordering::Relaxed);
+            log::warn!(
+                "mirror leg {leg} ({}): now {to:?}",
+                self.legs[leg].device.name()
+            );
+        }
+        moved
+    }
+
     fn in_service(&self) -> ErrorBits {
         (0..self.legs.len())
             .filter(|&l| self.leg_state(l) == LegState::InService)
             .fold(ErrorBits::NONE, ErrorBits::with)
     }
 
-    fn in_service_nonempty(&self) -> EngineResult<ErrorBits> {
-        let legs = self.in_service();
-        if legs.is_clear() {
+    fn write_legs(&self) -> ErrorBits {
+        (0..self.legs.len())
+            .filter(|&l| matches!(self.leg_state(l), LegState::InService | LegState::Resyncing))
+            .fold(ErrorBits::NONE, ErrorBits::with)
+    }
+
+    /// The legs a write goes to; an error if none of them is in service
+    /// (a resyncing leg alone cannot serve the data back).
+    fn write_legs_nonempty(&self) -> EngineResult<ErrorBits> {
+        if self.in_service().is_clear() {
             return Err(EngineError::NoLegs);
         }
-        Ok(legs)
+        Ok(self.write_legs())
     }
 
     fn read_order(&self) -> Vec<usize> {

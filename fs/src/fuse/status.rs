@@ -179,6 +179,7 @@ impl StatusReport {
                     LegHealth::Degraded
                 }
                 LegState::InService => LegHealth::Online,
+                LegState::Resyncing => LegHealth::Resyncing,
             };
             legs.push(LegStatus {
                 name: leg.name().to_owned(),
