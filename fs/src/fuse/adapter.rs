@@ -174,7 +174,12 @@ pub struct AdapterHandle {
 impl AdapterHandle {
     /// From now on requests are served by `fs`.
     pub fn install(&self, fs: Fs) {
-        *self.shared.fs.write() = Some(Arc::new(fs));
+        let fs = Arc::new(fs);
+        // Legs found behind the others at mount are resynced meanwhile.
+        if let Err(e) = Fs::start_resync(&fs) {
+            log::error!("{e}");
+        }
+        *self.shared.fs.write() = Some(fs);
     }
 
     /// The mounted filesystem, if installed.
@@ -471,6 +476,7 @@ impl Filesystem for KeelFs {
         let Some(mut fs) = self.shared.fs.write().take() else {
             return;
         };
+        fs.stop_resync();
         // A status snapshot may still hold the filesystem for a moment.
         for _ in 0..500 {
             match Arc::try_unwrap(fs) {
