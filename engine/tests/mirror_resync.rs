@@ -184,3 +184,24 @@ fn a_write_during_resync_is_never_undone() {
         assert!(raw(&devs[0], 0, 16) == new, "round {round}: leg 0");
     }
 }
+
+#[test]
+fn only_a_failed_leg_is_replaced_and_by_a_device_large_enough() {
+    let devs = legs(2);
+    let set = MirrorSet::new(devs.clone(), BS as u32).unwrap();
+    let fresh: DeviceRef = Arc::new(MemDevice::new("fresh", BLOCKS * BS as u64));
+    let small: DeviceRef = Arc::new(MemDevice::new("small", BLOCKS * BS as u64 / 2));
+    assert!(set.replace_device(1, fresh.clone()).is_err(), "in service");
+    set.mark_failed(1);
+    assert!(set.replace_device(1, small).is_err(), "too small");
+    set.replace_device(1, fresh.clone()).unwrap();
+    assert_eq!(set.leg_device(1).name(), "fresh");
+    set.mark_resyncing(1);
+    set.write_sync(3, &pattern(6, 1)).unwrap();
+    assert_eq!(
+        raw(&fresh, 3, 1),
+        pattern(6, 1),
+        "writes reach the new device"
+    );
+    assert_eq!(raw(&devs[1], 3, 1), vec![0; BS], "not the old one");
+}

@@ -6,7 +6,7 @@
 mod core_support;
 
 use core_support::*;
-use keelfs_engine::device::{Device, MemDevice};
+use keelfs_engine::device::{Device, DeviceRef, MemDevice};
 use keelfs_engine::mirror::LegState;
 use keelfs_fs::core::{Caller, Fs, MountParams};
 use keelfs_fs::devset::read_superblock;
@@ -188,4 +188,69 @@ fn writes_during_a_resync_land_on_both_legs() {
     unmount(fs);
     assert_legs_identical(&legs.mems[0], &legs.mems[1]);
     assert_fsck_clean(&legs);
+}
+
+#[test]
+fn a_failed_leg_replaced_by_a_fresh_device_restores_the_mirror() {
+    use keelfs_engine::device::{Fault, FaultDevice, FaultRule, Op};
+    use keelfs_fs::core::resync::ResyncProgress;
+    let legs = Legs::small();
+    let faulty = Arc::new(FaultDevice::new(legs.devices[1].clone()));
+    let devices: Vec<DeviceRef> = vec![legs.devices[0].clone(), faulty.clone() as DeviceRef];
+    let fs = Arc::new(Fs::mount(devices, &params()).unwrap());
+    let mut files = Vec::new();
+    for i in 0..12u64 {
+        if i == 5 {
+            // Leg 1 dies mid-workload.
+            faulty
+                .add_rule(FaultRule::new(Op::Write, Fault::Fail))
+                .unwrap();
+        }
+        let ino = named_file(&fs, &format!("f{i}"));
+        let data = pattern(200 + i, 150 * 1024);
+        fs.write(ino, 0, &data).unwrap();
+        fs.fsync(ino, false).unwrap();
+        files.push((ino, data));
+    }
+    let mirror = fs.device_set().mirror().clone();
+    assert_eq!(mirror.leg_state(1), LegState::Failed);
+
+    let fresh = Arc::new(MemDevice::new("fresh", 16 * MIB));
+    let progress = ResyncProgress::new(1);
+    fs.replace_leg(1, fresh.clone() as DeviceRef, &progress)
+        .unwrap();
+    assert!(
+        progress.succeeded.load(Ordering::Relaxed),
+        "{}",
+        progress.describe()
+    );
+    assert_eq!(mirror.leg_state(1), LegState::InService);
+    // The new leg alone serves every file.
+    mirror.mark_failed(0);
+    for (ino, data) in &files {
+        assert_bytes(&read_all(&fs, *ino), data, "read from the new leg");
+    }
+    mirror.mark_in_service(0);
+    let more = named_file(&fs, "after");
+    fs.write(more, 0, &pattern(9, 90 * 1024)).unwrap();
+    unmount(fs);
+
+    assert_legs_identical(&legs.mems[0], &fresh);
+    let restored = Legs {
+        mems: vec![legs.mems[0].clone(), fresh.clone()],
+        devices: vec![legs.devices[0].clone(), fresh.clone() as DeviceRef],
+    };
+    assert_fsck_clean(&restored);
+    // A two-way mirror again: mounts without -o degraded; the old device
+    // is no member any more.
+    let fs = restored.mount();
+    assert_eq!(fs.device_set().mirror().in_service().count(), 2);
+    fs.unmount().unwrap();
+    let err = Fs::mount(
+        vec![legs.devices[0].clone(), legs.devices[1].clone()],
+        &degraded(),
+    )
+    .err()
+    .expect("the replaced device is refused");
+    assert!(err.to_string().contains("replaced"), "{err}");
 }

@@ -131,7 +131,9 @@ type Segments = Arc<Vec<Arc<[u8]>>>;
 
 /// One device of the set.
 struct Leg {
-    device: DeviceRef,
+    /// Swapped only by [`MirrorSet::replace_device`], on a failed leg
+    /// (lock order: leaf; held only to clone the handle).
+    device: parking_lot::RwLock<DeviceRef>,
     sched: Scheduler,
     stats: LegStats,
     /// A [`LegState`] as `u8`.
@@ -163,7 +165,7 @@ impl std::fmt::Debug for MirrorSet {
         let legs: Vec<_> = (0..self.num_legs())
             .map(|l| {
                 (
-                    self.shared.legs[l].device.name().to_string(),
+                    self.shared.legs[l].device().name().to_string(),
                     self.leg_state(l),
                 )
             })
@@ -222,7 +224,7 @@ impl MirrorSet {
         let legs: Vec<Leg> = legs
             .into_iter()
             .map(|device| Leg {
-                device,
+                device: parking_lot::RwLock::new(device),
                 sched: Scheduler::new(config.slots_per_leg),
                 stats: LegStats::new(),
                 state: AtomicU8::new(LegState::InService.as_u8()),
@@ -263,8 +265,33 @@ impl MirrorSet {
     }
 
     /// The device of `leg` (panics if there is no such leg).
-    pub fn leg_device(&self, leg: usize) -> &DeviceRef {
-        &self.shared.legs[leg].device
+    pub fn leg_device(&self, leg: usize) -> DeviceRef {
+        self.shared.legs[leg].device()
+    }
+
+    /// Put `device` in the place of failed leg `leg` (replacing a dead
+    /// disk): the leg stays failed until the caller resyncs it. Refused
+    /// unless the leg is failed and the device holds every block of the
+    /// set.
+    pub fn replace_device(&self, leg: usize, device: DeviceRef) -> EngineResult<()> {
+        self.shared.check_leg(leg)?;
+        if self.leg_state(leg) != LegState::Failed {
+            return Err(EngineError::Invalid(format!(
+                "leg {leg} is {:?}: only a failed leg can be replaced",
+                self.leg_state(leg)
+            )));
+        }
+        let need = self.shared.num_blocks * u64::from(self.shared.block_size);
+        if device.size() < need {
+            return Err(EngineError::Invalid(format!(
+                "{}: {} bytes, but the set needs {need}",
+                device.name(),
+                device.size()
+            )));
+        }
+        *self.shared.legs[leg].device.write() = device;
+        self.shared.state_changes.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     /// The state of `leg` (panics if there is no such leg).
@@ -659,6 +686,12 @@ impl Drop for MirrorSet {
     }
 }
 
+impl Leg {
+    fn device(&self) -> DeviceRef {
+        self.device.read().clone()
+    }
+}
+
 impl SetShared {
     fn leg_state(&self, leg: usize) -> LegState {
         LegState::from_u8(self.legs[leg].state.load(Ordering::Acquire))
@@ -670,7 +703,7 @@ impl SetShared {
             self.state_changes.fetch_add(1, Ordering::Relaxed);
             log::warn!(
                 "mirror leg {leg} ({}): now {state:?}",
-                self.legs[leg].device.name()
+                self.legs[leg].device().name()
             );
         }
     }
@@ -689,7 +722,7 @@ impl SetShared {
             self.state_changes.fetch_add(1, Ordering::Relaxed);
             log::warn!(
                 "mirror leg {leg} ({}): now {to:?}",
-                self.legs[leg].device.name()
+                self.legs[leg].device().name()
             );
         }
         moved
@@ -849,9 +882,10 @@ impl SetShared {
         let bytes: u64 = bufs.iter().map(|b| b.len() as u64).sum();
         let result = {
             let _slot = l.sched.acquire_for(ctx.clone());
-            guard_panic(&*l.device, "write", offset, || match bufs {
-                [one] => l.device.write_at(offset, one),
-                many => l.device.write_vectored_at(offset, many),
+            let device = l.device();
+            guard_panic(&*device, "write", offset, || match bufs {
+                [one] => device.write_at(offset, one),
+                many => device.write_vectored_at(offset, many),
             })
         };
         match &result {
@@ -876,7 +910,8 @@ impl SetShared {
         let l = &self.legs[leg];
         let result = {
             let _slot = l.sched.acquire_for(ctx.clone());
-            guard_panic(&*l.device, "read", offset, || l.device.read_at(offset, buf))
+            let device = l.device();
+            guard_panic(&*device, "read", offset, || device.read_at(offset, buf))
         };
         match &result {
             Ok(()) => l.stats.record_read(buf.len() as u64),
@@ -899,9 +934,10 @@ impl SetShared {
     ) -> Result<(), DeviceError> {
         let l = &self.legs[leg];
         let _slot = l.sched.acquire_for(ctx.clone());
+        let device = l.device();
         match kind {
             OpKind::Flush => {
-                let result = guard_panic(&*l.device, "flush", 0, || l.device.flush());
+                let result = guard_panic(&*device, "flush", 0, || device.flush());
                 match &result {
                     Ok(()) => l.stats.record_flush(),
                     Err(e) => {
@@ -913,9 +949,8 @@ impl SetShared {
                 result
             }
             OpKind::Discard => {
-                let result = guard_panic(&*l.device, "discard", offset, || {
-                    l.device.discard(offset, len)
-                });
+                let result =
+                    guard_panic(&*device, "discard", offset, || device.discard(offset, len));
                 if let Err(e) = &result {
                     log::warn!("mirror leg {leg}: discard failed: {e}");
                 }

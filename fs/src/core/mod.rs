@@ -14,6 +14,7 @@
 //! * `superblock.rs`: the in-memory superblock and its per-leg writes;
 //! * `scrub.rs`: online scrub of every allocated block on every leg;
 //! * `resync.rs`: online resync of a stale, returning or new leg;
+//! * `replace.rs`: a new device in the place of a leg, then resynced;
 //! * `health.rs`: failed legs recorded in the superblocks, persistent
 //!   error counters, EIO when no leg is left;
 //! * `inode.rs`: the inode cache ([`InodeCell`], [`InodeState`]);
@@ -71,6 +72,7 @@ pub mod orphan;
 mod readdir;
 mod reclaim;
 pub mod rename;
+mod replace;
 pub mod resync;
 pub mod scrub;
 pub mod superblock;
