@@ -5,7 +5,8 @@
 //! * the new device must hold every block of the set (`N × B` bytes at
 //!   least); the leg it replaces may be failed, resyncing (its resyncs are
 //!   cancelled first) or in service (then another leg must be in service:
-//!   it is taken out first);
+//!   it is taken out first; a resync of it must have been stopped:
+//!   [`Fs::start_replace`] stops them);
 //! * the device is swapped into the mirror set in the `Resyncing` state
 //!   (from then on it receives every write), the member gets a new device
 //!   uuid recorded `Resyncing` in every in-service leg's member table, and
@@ -62,7 +63,7 @@ impl Fs {
                 mirror.mark_failed(leg);
             }
             LegState::Resyncing => {
-                self.stop_resync();
+                // The caller stopped its resync (`Fs::start_replace` does).
                 mirror.mark_failed(leg);
             }
             LegState::Failed => {}

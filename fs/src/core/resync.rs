@@ -323,6 +323,41 @@ impl Fs {
         Ok(true)
     }
 
+    /// Replaces mirror leg `leg` by `device` on a background thread
+    /// ([`Fs::replace_leg`]), after cancelling the resyncs running; the
+    /// other legs still resyncing are resynced after it, on that thread.
+    /// Returns the progress of the replacement's resync.
+    pub fn start_replace(
+        fs: &Arc<Fs>,
+        leg: usize,
+        device: keelfs_engine::device::DeviceRef,
+    ) -> FsResult<Arc<ResyncProgress>> {
+        fs.check_writable()?;
+        fs.stop_resync();
+        let mut thread = fs.resync.thread.lock();
+        let job = Arc::new(ResyncProgress::new(leg));
+        fs.resync.jobs.lock().push(Arc::clone(&job));
+        let (f, j) = (Arc::clone(fs), Arc::clone(&job));
+        let spawned = std::thread::Builder::new()
+            .name("keelfs-replace".into())
+            .spawn(move || {
+                if let Err(e) = f.replace_leg(j.leg, device, &j) {
+                    log::error!("replacing leg {}: {e}", j.leg);
+                    *j.error.lock() = Some(e.to_string());
+                    j.finished.store(true, Ordering::Relaxed);
+                    return;
+                }
+                for other in f.resyncing_legs() {
+                    let p = Arc::new(ResyncProgress::new(other));
+                    f.resync.jobs.lock().push(Arc::clone(&p));
+                    let _ = f.resync_leg(other, &p);
+                }
+            })
+            .map_err(|e| FsError::Invalid(format!("cannot start the replace thread: {e}")))?;
+        *thread = Some(spawned);
+        Ok(job)
+    }
+
     /// The resyncs started since mount (progress, newest last).
     pub fn resync_jobs(&self) -> Vec<Arc<ResyncProgress>> {
         self.resync.jobs.lock().clone()
