@@ -254,3 +254,44 @@ fn a_failed_leg_replaced_by_a_fresh_device_restores_the_mirror() {
     .expect("the replaced device is refused");
     assert!(err.to_string().contains("replaced"), "{err}");
 }
+
+#[test]
+fn a_leg_recorded_failed_that_comes_back_is_resynced() {
+    use keelfs_engine::device::{Fault, FaultDevice, FaultRule, Op};
+    let legs = Legs::small();
+    let faulty = Arc::new(FaultDevice::new(legs.devices[1].clone()));
+    let devices: Vec<DeviceRef> = vec![legs.devices[0].clone(), faulty.clone() as DeviceRef];
+    let fs = Fs::mount(devices, &params()).unwrap();
+    let ino = named_file(&fs, "f");
+    fs.write(ino, 0, &pattern(1, 100 * 1024)).unwrap();
+    fs.fsync(ino, false).unwrap();
+    faulty
+        .add_rule(FaultRule::new(Op::Write, Fault::Fail))
+        .unwrap();
+    let data = pattern(2, 300 * 1024);
+    fs.write(ino, 0, &data).unwrap();
+    fs.fsync(ino, false).unwrap();
+    fs.unmount().unwrap();
+    assert_eq!(
+        member_states(&legs.mems[0]),
+        vec![MemberState::InUse, MemberState::Failed]
+    );
+
+    // Given back at the next mount: re-added and resynced.
+    let fs = Arc::new(Fs::mount(legs.devices.clone(), &degraded()).unwrap());
+    assert_eq!(fs.resyncing_legs(), vec![1]);
+    assert!(Fs::start_resync(&fs).unwrap());
+    fs.wait_resync();
+    let job = fs.resync_jobs()[0].clone();
+    assert!(job.succeeded.load(Ordering::Relaxed), "{}", job.describe());
+    unmount(fs);
+    assert_eq!(
+        member_states(&legs.mems[0]),
+        vec![MemberState::InUse, MemberState::InUse]
+    );
+    assert_legs_identical(&legs.mems[0], &legs.mems[1]);
+    assert_fsck_clean(&legs);
+    let fs = legs.mount();
+    assert_bytes(&read_all(&fs, ino), &data, "after the resync");
+    fs.unmount().unwrap();
+}
