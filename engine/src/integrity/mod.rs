@@ -37,9 +37,11 @@
 //! heals; never two at once), then the mirror's scheduler slots.
 
 mod fence;
+mod resync;
 mod scrub;
 pub mod tag;
 
+pub use resync::{ResyncCheck, ResyncRun};
 pub use scrub::ScrubRun;
 pub use tag::{
     data_check, meta_block, meta_check, meta_gen, meta_kind, meta_seal, meta_set_gen,

@@ -5,7 +5,7 @@
 //! as many blocks as its smallest leg.
 //!
 //! Promises:
-//! * A write goes to every in-service leg at once (leg jobs run on per-leg
+//! * A write goes to every in-service and every resyncing leg at once (leg jobs run on per-leg
 //!   worker threads; a synchronous caller does one leg itself) and
 //!   completes when every leg has answered. The answer is [`ErrorBits`]: one
 //!   bit per leg whose write failed. A leg whose write or flush fails is
@@ -15,6 +15,13 @@
 //!   write of a borrowed buffer copies it once for the workers' legs (about
 //!   40 µs per MiB); [`MirrorSet::write_shared_sync`] and [`Plug`] share
 //!   `Arc` buffers between legs and copy nothing.
+//! * A [`LegState::Resyncing`] leg (being filled from the others by the
+//!   filesystem's resync) takes every write an in-service leg takes, so a
+//!   block the resync has copied stays current, but it never serves a
+//!   read and is never a heal source: [`MirrorSet::read_order`] and
+//!   [`MirrorSet::in_service`] leave it out. A write needs at least one
+//!   in-service leg ([`EngineError::NoLegs`] otherwise: a copy on a
+//!   resyncing leg alone could not be read back).
 //! * A read goes to one in-service leg, round-robin, and on a device error
 //!   falls back to the next. A read error alone does not fail a leg (a bad
 //!   sector is repaired by rewriting it, which the integrity layer does);
@@ -65,12 +72,16 @@ pub enum LegState {
     /// It failed a write or flush (or was taken out): no I/O goes to it
     /// except explicit [`Region`]s and [`MirrorSet::read_leg`].
     Failed,
+    /// Being resynced: writes go to it (as to an in-service leg), reads
+    /// never do, and it is never a heal source. A failed write fails it.
+    Resyncing,
 }
 
 impl LegState {
     fn from_u8(v: u8) -> Self {
         match v {
             0 => LegState::InService,
+            2 => LegState::Resyncing,
             _ => LegState::Failed,
         }
     }
@@ -79,6 +90,7 @@ impl LegState {
         match self {
             LegState::InService => 0,
             LegState::Failed => 1,
+            LegState::Resyncing => 2,
         }
     }
 }
@@ -119,7 +131,9 @@ type Segments = Arc<Vec<Arc<[u8]>>>;
 
 /// One device of the set.
 struct Leg {
-    device: DeviceRef,
+    /// Swapped only by [`MirrorSet::replace_device`], on a failed leg
+    /// (lock order: leaf; held only to clone the handle).
+    device: parking_lot::RwLock<DeviceRef>,
     sched: Scheduler,
     stats: LegStats,
     /// A [`LegState`] as `u8`.
@@ -151,7 +165,7 @@ impl std::fmt::Debug for MirrorSet {
         let legs: Vec<_> = (0..self.num_legs())
             .map(|l| {
                 (
-                    self.shared.legs[l].device.name().to_string(),
+                    self.shared.legs[l].device().name().to_string(),
                     self.leg_state(l),
                 )
             })
@@ -210,7 +224,7 @@ impl MirrorSet {
         let legs: Vec<Leg> = legs
             .into_iter()
             .map(|device| Leg {
-                device,
+                device: parking_lot::RwLock::new(device),
                 sched: Scheduler::new(config.slots_per_leg),
                 stats: LegStats::new(),
                 state: AtomicU8::new(LegState::InService.as_u8()),
@@ -251,8 +265,33 @@ impl MirrorSet {
     }
 
     /// The device of `leg` (panics if there is no such leg).
-    pub fn leg_device(&self, leg: usize) -> &DeviceRef {
-        &self.shared.legs[leg].device
+    pub fn leg_device(&self, leg: usize) -> DeviceRef {
+        self.shared.legs[leg].device()
+    }
+
+    /// Put `device` in the place of failed leg `leg` (replacing a dead
+    /// disk): the leg stays failed until the caller resyncs it. Refused
+    /// unless the leg is failed and the device holds every block of the
+    /// set.
+    pub fn replace_device(&self, leg: usize, device: DeviceRef) -> EngineResult<()> {
+        self.shared.check_leg(leg)?;
+        if self.leg_state(leg) != LegState::Failed {
+            return Err(EngineError::Invalid(format!(
+                "leg {leg} is {:?}: only a failed leg can be replaced",
+                self.leg_state(leg)
+            )));
+        }
+        let need = self.shared.num_blocks * u64::from(self.shared.block_size);
+        if device.size() < need {
+            return Err(EngineError::Invalid(format!(
+                "{}: {} bytes, but the set needs {need}",
+                device.name(),
+                device.size()
+            )));
+        }
+        *self.shared.legs[leg].device.write() = device;
+        self.shared.state_changes.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     /// The state of `leg` (panics if there is no such leg).
@@ -270,9 +309,27 @@ impl MirrorSet {
         self.shared.set_state(leg, LegState::InService);
     }
 
-    /// The in-service legs.
+    /// Start resyncing `leg`: from now on it takes every write, but serves
+    /// no read until [`MirrorSet::mark_in_service`].
+    pub fn mark_resyncing(&self, leg: usize) {
+        self.shared.set_state(leg, LegState::Resyncing);
+    }
+
+    /// Move `leg` from `from` to `to` only if it is in `from` (so a resync
+    /// that finishes never revives a leg that failed meanwhile). Returns
+    /// whether it moved.
+    pub fn transition(&self, leg: usize, from: LegState, to: LegState) -> bool {
+        self.shared.transition(leg, from, to)
+    }
+
+    /// The in-service legs (those that serve reads).
     pub fn in_service(&self) -> ErrorBits {
         self.shared.in_service()
+    }
+
+    /// The legs a write goes to: in-service and resyncing.
+    pub fn write_legs(&self) -> ErrorBits {
+        self.shared.write_legs()
     }
 
     /// A counter bumped on every leg state change, so a caller can notice
@@ -340,7 +397,7 @@ impl MirrorSet {
         meanwhile: impl FnOnce(),
     ) -> EngineResult<ErrorBits> {
         self.shared.check_range(block, data.len())?;
-        let legs = self.shared.in_service_nonempty()?;
+        let legs = self.shared.write_legs_nonempty()?;
         self.write_units_while(
             ioctx::current(),
             vec![WriteUnit {
@@ -358,7 +415,7 @@ impl MirrorSet {
     /// is copied.
     pub fn write_shared_sync(&self, block: u64, data: Arc<[u8]>) -> EngineResult<ErrorBits> {
         self.shared.check_range(block, data.len())?;
-        let legs = self.shared.in_service_nonempty()?;
+        let legs = self.shared.write_legs_nonempty()?;
         self.write_units(
             ioctx::current(),
             vec![WriteUnit {
@@ -407,7 +464,7 @@ impl MirrorSet {
         let legs = match self
             .shared
             .check_range(block, data.len())
-            .and_then(|_| self.shared.in_service_nonempty())
+            .and_then(|_| self.shared.write_legs_nonempty())
         {
             Ok(legs) => legs,
             Err(e) => {
@@ -558,7 +615,7 @@ impl MirrorSet {
     /// A barrier on every in-service leg, in parallel. A leg whose flush
     /// fails is marked failed; an error only if every leg failed.
     pub fn flush(&self) -> EngineResult<ErrorBits> {
-        let legs = self.shared.in_service_nonempty()?;
+        let legs = self.shared.write_legs_nonempty()?;
         self.run_on_legs(OpKind::Flush, legs, 0, 0)
     }
 
@@ -579,7 +636,7 @@ impl MirrorSet {
         if count == 0 {
             return Ok(ErrorBits::NONE);
         }
-        let legs = self.shared.in_service_nonempty()?;
+        let legs = self.shared.write_legs_nonempty()?;
         self.run_on_legs(OpKind::Discard, legs, block, len)
     }
 
@@ -629,6 +686,12 @@ impl Drop for MirrorSet {
     }
 }
 
+impl Leg {
+    fn device(&self) -> DeviceRef {
+        self.device.read().clone()
+    }
+}
+
 impl SetShared {
     fn leg_state(&self, leg: usize) -> LegState {
         LegState::from_u8(self.legs[leg].state.load(Ordering::Acquire))
@@ -640,9 +703,29 @@ impl SetShared {
             self.state_changes.fetch_add(1, Ordering::Relaxed);
             log::warn!(
                 "mirror leg {leg} ({}): now {state:?}",
-                self.legs[leg].device.name()
+                self.legs[leg].device().name()
             );
         }
+    }
+
+    fn transition(&self, leg: usize, from: LegState, to: LegState) -> bool {
+        let moved = self.legs[leg]
+            .state
+            .compare_exchange(
+                from.as_u8(),
+                to.as_u8(),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok();
+        if moved && from != to {
+            self.state_changes.fetch_add(1, Ordering::Relaxed);
+            log::warn!(
+                "mirror leg {leg} ({}): now {to:?}",
+                self.legs[leg].device().name()
+            );
+        }
+        moved
     }
 
     fn in_service(&self) -> ErrorBits {
@@ -651,12 +734,19 @@ impl SetShared {
             .fold(ErrorBits::NONE, ErrorBits::with)
     }
 
-    fn in_service_nonempty(&self) -> EngineResult<ErrorBits> {
-        let legs = self.in_service();
-        if legs.is_clear() {
+    fn write_legs(&self) -> ErrorBits {
+        (0..self.legs.len())
+            .filter(|&l| matches!(self.leg_state(l), LegState::InService | LegState::Resyncing))
+            .fold(ErrorBits::NONE, ErrorBits::with)
+    }
+
+    /// The legs a write goes to; an error if none of them is in service
+    /// (a resyncing leg alone cannot serve the data back).
+    fn write_legs_nonempty(&self) -> EngineResult<ErrorBits> {
+        if self.in_service().is_clear() {
             return Err(EngineError::NoLegs);
         }
-        Ok(legs)
+        Ok(self.write_legs())
     }
 
     fn read_order(&self) -> Vec<usize> {
@@ -792,9 +882,10 @@ impl SetShared {
         let bytes: u64 = bufs.iter().map(|b| b.len() as u64).sum();
         let result = {
             let _slot = l.sched.acquire_for(ctx.clone());
-            guard_panic(&*l.device, "write", offset, || match bufs {
-                [one] => l.device.write_at(offset, one),
-                many => l.device.write_vectored_at(offset, many),
+            let device = l.device();
+            guard_panic(&*device, "write", offset, || match bufs {
+                [one] => device.write_at(offset, one),
+                many => device.write_vectored_at(offset, many),
             })
         };
         match &result {
@@ -819,7 +910,8 @@ impl SetShared {
         let l = &self.legs[leg];
         let result = {
             let _slot = l.sched.acquire_for(ctx.clone());
-            guard_panic(&*l.device, "read", offset, || l.device.read_at(offset, buf))
+            let device = l.device();
+            guard_panic(&*device, "read", offset, || device.read_at(offset, buf))
         };
         match &result {
             Ok(()) => l.stats.record_read(buf.len() as u64),
@@ -842,9 +934,10 @@ impl SetShared {
     ) -> Result<(), DeviceError> {
         let l = &self.legs[leg];
         let _slot = l.sched.acquire_for(ctx.clone());
+        let device = l.device();
         match kind {
             OpKind::Flush => {
-                let result = guard_panic(&*l.device, "flush", 0, || l.device.flush());
+                let result = guard_panic(&*device, "flush", 0, || device.flush());
                 match &result {
                     Ok(()) => l.stats.record_flush(),
                     Err(e) => {
@@ -856,9 +949,8 @@ impl SetShared {
                 result
             }
             OpKind::Discard => {
-                let result = guard_panic(&*l.device, "discard", offset, || {
-                    l.device.discard(offset, len)
-                });
+                let result =
+                    guard_panic(&*device, "discard", offset, || device.discard(offset, len));
                 if let Err(e) = &result {
                     log::warn!("mirror leg {leg}: discard failed: {e}");
                 }

@@ -111,7 +111,7 @@ impl<'a> Plug<'a> {
         if self.pending.is_empty() {
             return;
         }
-        let legs = match self.set.shared.in_service_nonempty() {
+        let legs = match self.set.shared.write_legs_nonempty() {
             Ok(legs) => legs,
             Err(e) => {
                 self.pending.clear();

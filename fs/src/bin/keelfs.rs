@@ -6,6 +6,8 @@
 //! keelfs scrub MOUNTPOINT [start|status|pause|resume|cancel|wait]
 //!                                                   online scrub (default: start, then
 //!                                                   show progress until it ends)
+//! keelfs replace MOUNTPOINT OLD NEW                 replace leg OLD (member index or path)
+//!                                                   by device NEW, resync it, show progress
 //! ```
 //!
 //! Mounting (docs/mount.md has the options and exit codes):
@@ -53,6 +55,8 @@ fn main() -> ExitCode {
         status_main(&args)
     } else if args.get(1).is_some_and(|a| a == "scrub") {
         scrub_main(&args)
+    } else if args.get(1).is_some_and(|a| a == "replace") {
+        replace_main(&args)
     } else {
         daemon::run_main(args, build)
     };
@@ -152,6 +156,54 @@ fn scrub_main(args: &[OsString]) -> i32 {
             } else {
                 1
             };
+        }
+    }
+}
+
+/// `keelfs replace MOUNTPOINT OLD NEW`: asks the daemon to replace leg OLD
+/// by NEW, then shows the resync's progress every second until it ends.
+/// Exit 0 when the new leg is in service, 1 otherwise.
+fn replace_main(args: &[OsString]) -> i32 {
+    let [mountpoint, old, new] = &args[2..] else {
+        eprintln!("keelfs: usage: keelfs replace MOUNTPOINT OLD NEW");
+        return 1;
+    };
+    let (Some(old), Some(new)) = (old.to_str(), new.to_str()) else {
+        eprintln!("keelfs: OLD and NEW must be valid UTF-8");
+        return 1;
+    };
+    // The daemon opens NEW itself: give it an absolute path.
+    let new = std::path::absolute(new).map_or(new.to_string(), |p| p.display().to_string());
+    let mountpoint = Path::new(mountpoint);
+    let answer = match status::command(mountpoint, &format!("replace {old}\t{new}")) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("keelfs: {e}");
+            return 1;
+        }
+    };
+    print!("{answer}");
+    if !answer.starts_with("replace started") {
+        return 1;
+    }
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let report = match status::query(mountpoint) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("keelfs: {e}");
+                return 1;
+            }
+        };
+        let Some(line) = report.resyncs.last() else {
+            continue;
+        };
+        println!("resync: {line}");
+        if line.contains(": finished") {
+            return 0;
+        }
+        if line.contains(": failed") || line.contains(": cancelled") {
+            return 1;
         }
     }
 }

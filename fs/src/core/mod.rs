@@ -13,6 +13,8 @@
 //! * `time.rs`: timestamps;
 //! * `superblock.rs`: the in-memory superblock and its per-leg writes;
 //! * `scrub.rs`: online scrub of every allocated block on every leg;
+//! * `resync.rs`: online resync of a stale, returning or new leg;
+//! * `replace.rs`: a new device in the place of a leg, then resynced;
 //! * `health.rs`: failed legs recorded in the superblocks, persistent
 //!   error counters, EIO when no leg is left;
 //! * `inode.rs`: the inode cache ([`InodeCell`], [`InodeState`]);
@@ -70,6 +72,8 @@ pub mod orphan;
 mod readdir;
 mod reclaim;
 pub mod rename;
+mod replace;
+pub mod resync;
 pub mod scrub;
 pub mod superblock;
 mod symlink;
@@ -159,6 +163,8 @@ pub struct Fs {
     health: Arc<Health>,
     /// The health thread (none on a read-only mount); stopped at unmount.
     watcher: Mutex<Option<HealthWatcher>>,
+    /// Background resyncs ([`Fs::start_resync`]).
+    resync: resync::ResyncControl,
 }
 
 /// Replays what the journal holds (unless the mount is read-only: then a
@@ -192,6 +198,16 @@ impl Fs {
     }
 
     /// Mounts an already identified device set.
+    ///
+    /// On a read-write mount every given leg that `identify` took out of
+    /// service — stale (it missed writes), recorded failed, or recorded as
+    /// being resynced — is put in the `Resyncing` state at once: it takes
+    /// every write from now on, the member tables record it `Resyncing`,
+    /// and [`Fs::start_resync`] (which the FUSE daemon calls once mounted)
+    /// copies the rest to it in the background. So a failed leg given back
+    /// at mount is re-added, not left out (btrfs leaves it to a manual
+    /// scrub; we resync). A set with such legs is still degraded until the
+    /// resync is done, so `-o degraded` is still needed to mount it.
     pub fn mount_set(set: DeviceSet, params: &MountParams) -> FsResult<Fs> {
         let report = set.report().clone();
         if report.is_degraded() && !params.degraded {
@@ -234,8 +250,20 @@ impl Fs {
             rename_lock: Mutex::new(()),
             health,
             watcher: Mutex::new(None),
+            resync: resync::ResyncControl::default(),
         };
         if !read_only {
+            let mirror = fs.volume.set();
+            for p in 0..mirror.num_legs() {
+                if mirror.leg_state(p) == keelfs_engine::mirror::LegState::Failed {
+                    log::info!(
+                        "leg {} is behind the others: it will be resynced",
+                        fs.keeper.set().legs()[p].name()
+                    );
+                    mirror.mark_resyncing(p);
+                    fs.keeper.track(p);
+                }
+            }
             let gen = fs.journal.committed_seq();
             fs.keeper.write(gen, |sb| {
                 sb.state.clean_unmount = false;
@@ -257,6 +285,7 @@ impl Fs {
         if self.read_only {
             return Ok(());
         }
+        self.stop_resync();
         if let Some(mut watcher) = self.watcher.lock().take() {
             watcher.stop();
         }

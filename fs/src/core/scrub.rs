@@ -78,15 +78,15 @@ impl ScrubProgress {
 
 /// A written run of file data.
 #[derive(Debug, Clone, Copy)]
-struct DataRun {
-    ino: u64,
-    logical: u64,
-    physical: u64,
-    len: u64,
+pub(super) struct DataRun {
+    pub(super) ino: u64,
+    pub(super) logical: u64,
+    pub(super) physical: u64,
+    pub(super) len: u64,
 }
 
 /// (first, count) runs of metadata blocks to scrub.
-type MetaRuns = Vec<(u64, u64)>;
+pub(super) type MetaRuns = Vec<(u64, u64)>;
 
 impl Fs {
     /// Scrubs the whole filesystem (see the module docs). Returns `Ok` when
@@ -193,7 +193,7 @@ impl Fs {
 
     /// Written data runs of every inode in use, sorted by physical block,
     /// and every block an extent holds (written or not) → whether written.
-    fn scrub_data_runs(&self) -> FsResult<(Vec<DataRun>, BTreeMap<u64, u64>)> {
+    pub(super) fn scrub_data_runs(&self) -> FsResult<(Vec<DataRun>, BTreeMap<u64, u64>)> {
         let mut runs = Vec::new();
         let mut held = BTreeMap::new();
         for ino in 1..=self.layout.inode_count {
@@ -227,7 +227,7 @@ impl Fs {
     }
 
     /// Fixed metadata regions, then used data-area blocks no extent holds.
-    fn scrub_meta_runs(&self, held: &BTreeMap<u64, u64>) -> FsResult<MetaRuns> {
+    pub(super) fn scrub_meta_runs(&self, held: &BTreeMap<u64, u64>) -> FsResult<MetaRuns> {
         let l = &self.layout;
         let mut runs: MetaRuns = [l.block_bitmap, l.inode_bitmap, l.inode_table, l.tag_table]
             .iter()

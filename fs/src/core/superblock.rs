@@ -11,7 +11,9 @@
 //! What it promises:
 //!
 //! * every write carries the current member table: a leg that was in
-//!   service at mount and has failed since is recorded `Failed`, and each
+//!   service at mount (or was put under resync since) and has failed since
+//!   is recorded `Failed`, a leg being resynced is recorded `Resyncing`
+//!   and `InUse` again once back in service, and each
 //!   member's persistent error counters are those found at mount plus what
 //!   the mirror counted since; in-service members record the transaction
 //!   written as the last they hold;
@@ -43,8 +45,9 @@ pub struct SuperblockKeeper {
     baseline: Vec<StatsSnapshot>,
     /// Member → its persistent counters at mount.
     mount_counters: Vec<MemberCounters>,
-    /// Mirror leg → in service at mount.
-    in_service_at_mount: Vec<bool>,
+    /// Mirror leg → in service at mount, or put under resync since: a
+    /// failure of it is to be recorded.
+    tracked: Mutex<Vec<bool>>,
 }
 
 impl SuperblockKeeper {
@@ -63,7 +66,15 @@ impl SuperblockKeeper {
             inner: Mutex::new(Inner { sb, generation }),
             baseline,
             mount_counters,
-            in_service_at_mount,
+            tracked: Mutex::new(in_service_at_mount),
+        }
+    }
+
+    /// From now on a failure of mirror leg `leg` is recorded (a leg put
+    /// under resync).
+    pub fn track(&self, leg: usize) {
+        if let Some(t) = self.tracked.lock().get_mut(leg) {
+            *t = true;
         }
     }
 
@@ -101,15 +112,23 @@ impl SuperblockKeeper {
     fn refresh_members(&self, sb: &mut Superblock, generation: u64) {
         let mirror = self.set.mirror();
         let now = mirror.stats();
+        let tracked = self.tracked.lock().clone();
         for (p, leg) in self.set.legs().iter().enumerate() {
             let Some(member) = sb.members.get_mut(leg.member as usize) else {
                 continue;
             };
-            let in_service = mirror.leg_state(p) == LegState::InService;
-            if in_service {
-                member.last_transaction = member.last_transaction.max(generation);
-            } else if self.in_service_at_mount.get(p).copied().unwrap_or(false) {
-                member.state = MemberState::Failed;
+            match mirror.leg_state(p) {
+                LegState::InService => {
+                    member.last_transaction = member.last_transaction.max(generation);
+                    if member.state == MemberState::Resyncing {
+                        member.state = MemberState::InUse;
+                    }
+                }
+                LegState::Resyncing => member.state = MemberState::Resyncing,
+                LegState::Failed if tracked.get(p).copied().unwrap_or(false) => {
+                    member.state = MemberState::Failed;
+                }
+                LegState::Failed => {}
             }
             if let Some(total) = self.totals_with(&now, p) {
                 member.counters = total;

@@ -174,7 +174,12 @@ pub struct AdapterHandle {
 impl AdapterHandle {
     /// From now on requests are served by `fs`.
     pub fn install(&self, fs: Fs) {
-        *self.shared.fs.write() = Some(Arc::new(fs));
+        let fs = Arc::new(fs);
+        // Legs found behind the others at mount are resynced meanwhile.
+        if let Err(e) = Fs::start_resync(&fs) {
+            log::error!("{e}");
+        }
+        *self.shared.fs.write() = Some(fs);
     }
 
     /// The mounted filesystem, if installed.
@@ -200,6 +205,12 @@ impl AdapterHandle {
                 let fs = shared.fs()?;
                 if let Some(scrub) = request.strip_prefix("scrub ") {
                     return Some(shared.scrub.command(&fs, scrub.trim()));
+                }
+                if let Some(args) = request.strip_prefix("replace ") {
+                    return Some(super::replace_ctl::command(
+                        &fs,
+                        args.trim_end_matches('\n'),
+                    ));
                 }
                 let pool = &shared.pool;
                 let report = StatusReport::collect(
@@ -471,6 +482,7 @@ impl Filesystem for KeelFs {
         let Some(mut fs) = self.shared.fs.write().take() else {
             return;
         };
+        fs.stop_resync();
         // A status snapshot may still hold the filesystem for a moment.
         for _ in 0..500 {
             match Arc::try_unwrap(fs) {

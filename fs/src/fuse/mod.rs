@@ -53,6 +53,7 @@ pub mod errno;
 pub mod mount;
 pub mod options;
 pub mod pool;
+pub mod replace_ctl;
 pub mod scrub_ctl;
 pub mod status;
 

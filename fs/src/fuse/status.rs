@@ -16,7 +16,8 @@
 //!   service, but it has had read, write or checksum errors), `FAILED`
 //!   (out of service: a write or flush failed, or the superblock marks it
 //!   failed), `STALE` (out of service: it missed writes before this mount),
-//!   `RESYNCING` (out of service until a resync completes), `MISSING` (a
+//!   `RESYNCING` (taking writes but serving no read until its resync
+//!   completes; the report has its progress), `MISSING` (a
 //!   member no device was given for). The filesystem as a whole is
 //!   `ONLINE` when every member is, `UNAVAIL` when no leg is in service,
 //!   else `DEGRADED`.
@@ -155,6 +156,8 @@ pub struct StatusReport {
     /// FUSE requests answered by the worker pool, and queued or running now.
     pub requests_done: u64,
     pub requests_queued: u64,
+    /// Resyncs since mount: one line each (leg, state, blocks done).
+    pub resyncs: Vec<String>,
 }
 
 impl StatusReport {
@@ -179,6 +182,7 @@ impl StatusReport {
                     LegHealth::Degraded
                 }
                 LegState::InService => LegHealth::Online,
+                LegState::Resyncing => LegHealth::Resyncing,
             };
             legs.push(LegStatus {
                 name: leg.name().to_owned(),
@@ -241,6 +245,7 @@ impl StatusReport {
             cached_inodes: fs.inodes().cached() as u64,
             requests_done: requests.0,
             requests_queued: requests.1,
+            resyncs: fs.resync_jobs().iter().map(|j| j.describe()).collect(),
         }
     }
 
@@ -319,6 +324,9 @@ impl StatusReport {
             let refs: Vec<&str> = record.iter().map(String::as_str).collect();
             line(&refs);
         }
+        for r in &self.resyncs {
+            line(&["resync", r]);
+        }
         line(&["end"]);
         out
     }
@@ -346,6 +354,7 @@ impl StatusReport {
             cached_inodes: 0,
             requests_done: 0,
             requests_queued: 0,
+            resyncs: Vec::new(),
         };
         let mut ended = false;
         for line in lines {
@@ -404,6 +413,7 @@ impl StatusReport {
                     r.requests_done = num(1)?;
                     r.requests_queued = num(2)?;
                 }
+                "resync" => r.resyncs.push(text(1)?),
                 "end" => ended = true,
                 // Records a newer daemon adds are skipped.
                 _ => {}
@@ -507,6 +517,9 @@ impl StatusReport {
             "requests: {} answered, {} in progress",
             self.requests_done, self.requests_queued
         );
+        for r in &self.resyncs {
+            let _ = writeln!(out, "resync:  {r}");
+        }
         let errors: u64 = self
             .legs
             .iter()
@@ -802,6 +815,7 @@ mod tests {
             cached_inodes: 4,
             requests_done: 99,
             requests_queued: 1,
+            resyncs: vec!["leg 1: running, 10 of 40 blocks (25.0%), 0 unverified".into()],
         }
     }
 
