@@ -309,6 +309,12 @@ impl Fs {
         self.write_superblock(false)
     }
 
+    /// Records in every leg's superblock that there is no lost+found.
+    pub(crate) fn forget_lost_found(&self) -> FsResult<()> {
+        let gen = self.journal.committed_seq();
+        self.keeper.write(gen, |sb| sb.lost_found_inode = 0)
+    }
+
     fn write_superblock(&self, clean: bool) -> FsResult<()> {
         let gen = self.journal.committed_seq();
         let free_blocks = self.blocks.free_blocks();

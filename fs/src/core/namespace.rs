@@ -451,7 +451,17 @@ impl Fs {
         p.mtime = now;
         p.ctime = now;
         self.store_inode(&tx, &p)?;
-        self.remove_dir_inode(&tx, &cell, &mut c)
+        self.remove_dir_inode(&tx, &cell, &mut c)?;
+        drop((c, p, tx));
+        if ino == self.superblock().lost_found_inode {
+            // lost+found is gone: the superblock must not name it any more
+            // (fsck would otherwise find it naming a free inode). Written
+            // after the removal commits; a crash in between leaves a stale
+            // name that fsck -y clears.
+            self.journal.commit()?;
+            self.forget_lost_found()?;
+        }
+        Ok(())
     }
 
     /// The last name of empty directory `state` is gone: no link left, its
