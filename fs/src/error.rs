@@ -40,6 +40,9 @@ pub enum FsError {
     Range,
     #[error("file too large")]
     TooBig,
+    /// An extended attribute value over 64 KiB (E2BIG).
+    #[error("attribute value too large")]
+    ValueTooLarge,
     #[error("read-only filesystem")]
     ReadOnly,
     #[error("operation not supported")]

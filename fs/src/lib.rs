@@ -7,6 +7,8 @@
 //!   cache, extent trees, file data.
 //! * [`alloc`]: block and inode allocation.
 //! * [`journal`]: every metadata change goes through a transaction.
+//! * [`dir`]: directories, the B+tree of names (§8); [`xattr`]: extended
+//!   attributes (§9); both change blocks through a [`meta_tx::MetaTx`].
 //! * [`fuse`]: mounting, the daemon and the worker pool of the FUSE adapter.
 //! * [`devset`]: the legs a filesystem lives on: opening, identifying and
 //!   checking them, reading and writing their superblocks.
@@ -19,8 +21,11 @@
 pub mod alloc;
 pub mod core;
 pub mod devset;
+pub mod dir;
 pub mod error;
 pub mod format;
 pub mod fuse;
 pub mod journal;
+pub mod meta_tx;
 pub mod mkfs;
+pub mod xattr;

@@ -131,7 +131,7 @@ pub struct StatFs {
 }
 
 impl Fs {
-    fn attr_of(&self, state: &InodeState) -> FileAttr {
+    pub(crate) fn attr_of(&self, state: &InodeState) -> FileAttr {
         FileAttr {
             ino: state.ino(),
             size: state.size,

@@ -22,7 +22,12 @@
 //! * `file.rs`, `file_space.rs`, `symlink.rs`: file data (read, write,
 //!   truncate, fallocate, lseek, copy) and symlink targets;
 //! * `file_ops.rs`: the public file API on [`Fs`] (getattr, setattr, open,
-//!   read, write, fsync, statfs, …).
+//!   read, write, fsync, statfs, …);
+//! * `namespace.rs`, `rename.rs`, `readdir.rs`, `xattr_ops.rs`: the
+//!   namespace API on [`Fs`] (lookup, mknod, mkdir, symlink, link, unlink,
+//!   rmdir, rename, readdir(plus), extended attributes), over the
+//!   directory B+tree of [`crate::dir`] and the xattr chains of
+//!   [`crate::xattr`].
 //!
 //! Metadata goes through bufio and the journal (`tx.write`); file data goes
 //! straight to the volume (`read_data` / `write_data`), one request per
@@ -33,15 +38,20 @@
 //! 1. the journal handle (`journal.start()`), before any inode lock: a
 //!    commit waits for open handles, so a thread holding an inode lock must
 //!    never wait in `start`;
-//! 2. inode locks ([`InodeCell::write`]/[`InodeCell::read`]): a directory
-//!    before its children, two directories in ascending inode number, two
-//!    files (copy_file_range) in ascending inode number;
-//! 3. inode-cache shard mutexes, allocator group mutexes, the inode- and
+//! 2. a rename between two directories takes the rename mutex
+//!    (`Fs::rename_lock`) here, before any inode lock;
+//! 3. inode locks ([`InodeCell::write`]/[`InodeCell::read`]): a directory
+//!    before its children; two directories (rename): an ancestor before its
+//!    descendant, else in ascending inode number (the rename mutex keeps
+//!    ancestry still meanwhile, see `rename.rs`); two non-directories
+//!    (copy_file_range, the two names of a rename) in ascending inode
+//!    number;
+//! 4. inode-cache shard mutexes, allocator group mutexes, the inode- and
 //!    tag-table initialisation mutexes (never two of one kind at once);
-//! 4. bufio buffer guards — never held across `journal.start()`,
+//! 5. bufio buffer guards — never held across `journal.start()`,
 //!    `journal.commit()`, `cache.flush()` or another `new_buf` of the same
 //!    block;
-//! 5. leaf locks: the orphan list, the superblock (held across its own I/O,
+//! 6. leaf locks: the orphan list, the superblock (held across its own I/O,
 //!    taken alone or from a commit hook).
 
 pub mod extent;
@@ -51,16 +61,23 @@ mod file_space;
 pub mod inode;
 mod lifecycle;
 pub mod meta;
+pub mod namespace;
 pub mod orphan;
+mod readdir;
 mod reclaim;
+pub mod rename;
 pub mod superblock;
 mod symlink;
 pub mod tags;
 pub mod time;
+mod xattr_ops;
 
 pub use file_ops::{FileAttr, SetAttr, StatFs, TimeSet, Whence};
 pub use file_space::FallocMode;
 pub use inode::{InodeCache, InodeCell, InodeState};
+pub use namespace::{Caller, LINK_MAX};
+pub use readdir::DirListEntry;
+pub use rename::{RENAME_EXCHANGE, RENAME_NOREPLACE};
 
 use crate::alloc::{BlockAllocator, InodeAllocator, MetaAllocator};
 use crate::devset::{self, DeviceSet};
@@ -71,6 +88,7 @@ use keelfs_engine::bufio::{BlockStore, Bufio, BufioConfig};
 use keelfs_engine::device::DeviceRef;
 use keelfs_engine::integrity::Volume;
 use orphan::Orphans;
+use parking_lot::Mutex;
 use std::sync::Arc;
 use std::time::Duration;
 use superblock::SuperblockKeeper;
@@ -129,6 +147,9 @@ pub struct Fs {
     tags: TagTable,
     orphans: Arc<Orphans>,
     read_only: bool,
+    /// Held by renames between two directories (lock order: after the
+    /// journal handle, before inode locks); keeps directory ancestry still.
+    rename_lock: Mutex<()>,
 }
 
 /// Replays what the journal holds (unless the mount is read-only: then a
@@ -200,6 +221,7 @@ impl Fs {
             tags,
             orphans: Arc::new(Orphans::default()),
             read_only,
+            rename_lock: Mutex::new(()),
         };
         if !read_only {
             let gen = fs.journal.committed_seq();
