@@ -11,6 +11,10 @@
 //!   thread, the session loop, exit codes.
 //! * [`pool`]: [`WorkerPool`], a bounded-queue thread pool started after the
 //!   fork, to which the adapter hands each request with its `Reply*`.
+//! * [`adapter`]: [`KeelFs`], the keelfs `fuser::Filesystem` over the fs
+//!   core (with `adapter_entry.rs`, `adapter_file.rs`, `adapter_perm.rs`);
+//!   [`errno`]: the one mapping of `FsError` to errno; [`status`]: what
+//!   `keelfs status` reports and the daemon's status socket.
 //!
 //! The program in a few lines:
 //!
@@ -40,11 +44,18 @@
 
 use std::sync::OnceLock;
 
+pub mod adapter;
+mod adapter_entry;
+mod adapter_file;
+mod adapter_perm;
 pub mod daemon;
+pub mod errno;
 pub mod mount;
 pub mod options;
 pub mod pool;
+pub mod status;
 
+pub use adapter::{AdapterConfig, AdapterHandle, KeelFs};
 pub use daemon::{run_main, serve, DaemonError, Hooks, ServeConfig};
 pub use mount::{MountError, MountHandle};
 pub use options::{MountOptions, OptionsError};

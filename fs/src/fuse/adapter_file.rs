@@ -1,0 +1,410 @@
+//! The adapter's operations on inodes and file data: getattr, setattr,
+//! readlink, open, read, write, release, fsync/fsyncdir, statfs, the
+//! extended attributes, access, fallocate, lseek, copy_file_range.
+//!
+//! What it promises (on top of `adapter.rs`): each call is forwarded to the
+//! fs core with the request's arguments; reads ignore the open mode (the
+//! writeback cache reads through write-only handles); a write answers the
+//! bytes the core stored (a short count only when space ran out part-way;
+//! nothing stored is ENOSPC); xattr replies follow the size protocol (size
+//! 0 asks for the length, a buffer too small is ERANGE); SEEK_DATA and
+//! SEEK_HOLE go to the core, other `whence` values are EINVAL (the kernel
+//! handles them itself); copy_file_range copies at most what one reply can
+//! count. Without `default_permissions`, opens, setattr, xattrs and access
+//! are checked by `adapter_perm.rs`.
+//!
+//! Relies on: the fs core's file API (`core/file_ops.rs`) and xattr API
+//! (`core/xattr_ops.rs`).
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+
+use fuser::{
+    Errno, FileHandle, ReplyAttr, ReplyData, ReplyEmpty, ReplyLseek, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request,
+};
+
+use super::adapter::{answer, fuse_attr, retry_on_nospace, space_pending, Ctx, KeelFs};
+use super::adapter_entry::FILE_OPEN_FLAGS;
+use super::adapter_perm::{self as perm, MAY_WRITE};
+use crate::core::{Fs, SetAttr, TimeSet, Whence};
+use crate::error::{FsError, FsResult};
+use crate::format::FileType;
+
+/// Names of the POSIX ACL attributes. keelfs does not negotiate
+/// FUSE_POSIX_ACL, so ACLs are not supported: like a local filesystem
+/// mounted `noacl`, these names are EOPNOTSUPP (so `cp -a` and `setfacl`
+/// fall back to chmod) and are left out of listings. Storing them
+/// verbatim would let `cp -a` believe an ACL set the mode bits when
+/// nothing did.
+const ACL_PREFIX: &[u8] = b"system.posix_acl_";
+
+fn acl_name(name: &[u8]) -> FsResult<()> {
+    if name.starts_with(ACL_PREFIX) {
+        Err(FsError::NotSupported)
+    } else {
+        Ok(())
+    }
+}
+
+/// Largest count one copy_file_range reply can carry (page aligned, as the
+/// kernel asks).
+const COPY_MAX: u64 = (u32::MAX - 0xfff) as u64;
+
+/// What an xattr reply carries: the length, the bytes, or ERANGE.
+fn xattr_reply(reply: ReplyXattr, size: u32, bytes: &[u8]) {
+    if size == 0 {
+        match u32::try_from(bytes.len()) {
+            Ok(len) => reply.size(len),
+            Err(_) => reply.error(Errno::E2BIG),
+        }
+    } else if bytes.len() > size as usize {
+        reply.error(Errno::ERANGE);
+    } else {
+        reply.data(bytes);
+    }
+}
+
+/// Writes `data` at `offset` of `ino`: all of it, or as much as fits after
+/// one commit that releases space freed but not yet committed (see
+/// [`retry_on_nospace`](super::adapter::retry_on_nospace)). Nothing stored
+/// at all is `NoSpace`.
+fn write_all_or_short(fs: &Fs, ino: u64, offset: u64, data: &[u8]) -> FsResult<usize> {
+    let mut written = 0usize;
+    let mut committed = false;
+    loop {
+        match fs.write(ino, offset + written as u64, &data[written..]) {
+            Ok(n) => {
+                written += n;
+                if written == data.len() || committed || !space_pending(fs) {
+                    break;
+                }
+            }
+            Err(FsError::NoSpace) if !committed && space_pending(fs) => {}
+            Err(_) if written > 0 => break,
+            Err(e) => return Err(e),
+        }
+        committed = true;
+        fs.journal().commit()?;
+    }
+    if written == 0 && !data.is_empty() {
+        return Err(FsError::NoSpace);
+    }
+    Ok(written)
+}
+
+/// Runs `op`, which changes the data of regular file `ino`, without letting
+/// it change mtime or ctime when the kernel's writeback cache is on: the
+/// kernel then owns both for regular files (it ignores the values we report
+/// while it caches the inode), stamps them itself when write(2) runs and
+/// sends them with setattr. Were the fs core to stamp its own (later) time
+/// when the data arrives, the times would jump when the kernel forgets the
+/// inode or the filesystem is mounted again. The times from before are put
+/// back under the inode's time lock, so no setattr slips in between.
+fn keeping_times<T>(ctx: &Ctx<'_>, ino: u64, op: impl FnOnce() -> FsResult<T>) -> FsResult<T> {
+    if !ctx.config.writeback_cache {
+        return op();
+    }
+    let _times = ctx.shared.times_lock(ino);
+    let before = ctx.fs.getattr(ino)?;
+    if before.kind != FileType::Regular {
+        return op();
+    }
+    let result = op();
+    let keep = SetAttr {
+        mtime: Some(TimeSet::At(before.mtime)),
+        ctime: Some(before.ctime),
+        ..SetAttr::default()
+    };
+    ctx.fs.setattr(ino, &keep)?;
+    result
+}
+
+impl KeelFs {
+    pub(super) fn getattr_op(&self, req: &Request, ino: u64, reply: ReplyAttr) {
+        self.run(req, move |ctx| {
+            answer(reply, "getattr", ino, ctx.fs.getattr(ino), |reply, attr| {
+                reply.attr(&ctx.config.attr_ttl, &fuse_attr(&attr))
+            });
+        });
+    }
+
+    pub(super) fn setattr_op(&self, req: &Request, ino: u64, set: SetAttr, reply: ReplyAttr) {
+        self.run(req, move |ctx| {
+            let result = (|| {
+                let set = if ctx.config.default_permissions {
+                    set
+                } else {
+                    perm::check_setattr(&ctx.fs.getattr(ino)?, ctx.who, &set)?
+                };
+                let _times = ctx.shared.times_lock(ino);
+                retry_on_nospace(ctx.fs, || ctx.fs.setattr(ino, &set))
+            })();
+            answer(reply, "setattr", ino, result, |reply, attr| {
+                reply.attr(&ctx.config.attr_ttl, &fuse_attr(&attr))
+            });
+        });
+    }
+
+    pub(super) fn readlink_op(&self, req: &Request, ino: u64, reply: ReplyData) {
+        self.run(req, move |ctx| {
+            answer(reply, "readlink", ino, ctx.fs.readlink(ino), |reply, t| {
+                reply.data(&t)
+            });
+        });
+    }
+
+    pub(super) fn open_op(&self, req: &Request, ino: u64, flags: i32, reply: ReplyOpen) {
+        self.run(req, move |ctx| {
+            let result = (|| {
+                if !ctx.config.default_permissions {
+                    let attr = ctx.fs.getattr(ino)?;
+                    perm::check(&attr, ctx.who, perm::open_mask(flags))?;
+                }
+                let attr = ctx.fs.open(ino)?;
+                if attr.kind == FileType::Directory {
+                    // The kernel opens directories with opendir; undo.
+                    let _ = ctx.fs.release(ino);
+                    return Err(FsError::IsDir);
+                }
+                Ok(())
+            })();
+            answer(reply, "open", ino, result, |reply, ()| {
+                reply.opened(FileHandle(ino), FILE_OPEN_FLAGS)
+            });
+        });
+    }
+
+    pub(super) fn read_op(
+        &self,
+        req: &Request,
+        ino: u64,
+        offset: u64,
+        size: u32,
+        reply: ReplyData,
+    ) {
+        self.run(req, move |ctx| {
+            answer(
+                reply,
+                "read",
+                ino,
+                ctx.fs.read(ino, offset, size),
+                |reply, data| reply.data(&data),
+            );
+        });
+    }
+
+    /// A write. One from the page cache (`from_cache`) leaves mtime and
+    /// ctime alone (see [`keeping_times`]).
+    pub(super) fn write_op(
+        &self,
+        req: &Request,
+        ino: u64,
+        offset: u64,
+        data: Vec<u8>,
+        from_cache: bool,
+        reply: ReplyWrite,
+    ) {
+        self.run(req, move |ctx| {
+            let write = || write_all_or_short(ctx.fs, ino, offset, &data);
+            let result = if from_cache {
+                keeping_times(ctx, ino, write)
+            } else {
+                write()
+            };
+            let result = result.and_then(|n| {
+                u32::try_from(n).map_err(|_| FsError::Invalid("write over 4 GiB".into()))
+            });
+            answer(reply, "write", ino, result, |reply, n| reply.written(n));
+        });
+    }
+
+    pub(super) fn release_op(&self, req: &Request, ino: u64, reply: ReplyEmpty) {
+        self.run(req, move |ctx| {
+            answer(reply, "release", ino, ctx.fs.release(ino), |reply, ()| {
+                reply.ok()
+            });
+        });
+    }
+
+    pub(super) fn fsync_op(&self, req: &Request, ino: u64, datasync: bool, reply: ReplyEmpty) {
+        self.run(req, move |ctx| {
+            answer(
+                reply,
+                "fsync",
+                ino,
+                ctx.fs.fsync(ino, datasync),
+                |reply, ()| reply.ok(),
+            );
+        });
+    }
+
+    pub(super) fn statfs_op(&self, req: &Request, ino: u64, reply: ReplyStatfs) {
+        self.run(req, move |ctx| {
+            answer(reply, "statfs", ino, ctx.fs.statfs(), |reply, s| {
+                reply.statfs(
+                    s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
+                )
+            });
+        });
+    }
+
+    /// Without `default_permissions`: may the caller read (or change)
+    /// attribute `name` of `ino`?
+    fn check_xattr(
+        ctx: &super::adapter::Ctx<'_>,
+        ino: u64,
+        name: &[u8],
+        change: bool,
+    ) -> FsResult<()> {
+        if ctx.config.default_permissions {
+            return Ok(());
+        }
+        perm::check_xattr(&ctx.fs.getattr(ino)?, ctx.who, name, change)
+    }
+
+    pub(super) fn setxattr_op(
+        &self,
+        req: &Request,
+        ino: u64,
+        name: &OsStr,
+        value: Vec<u8>,
+        flags: i32,
+        reply: ReplyEmpty,
+    ) {
+        let name = name.as_bytes().to_vec();
+        self.run(req, move |ctx| {
+            let result = acl_name(&name)
+                .and_then(|()| Self::check_xattr(ctx, ino, &name, true))
+                .and_then(|()| {
+                    retry_on_nospace(ctx.fs, || ctx.fs.setxattr(ino, &name, &value, flags as u32))
+                });
+            answer(reply, "setxattr", ino, result, |reply, ()| reply.ok());
+        });
+    }
+
+    pub(super) fn getxattr_op(
+        &self,
+        req: &Request,
+        ino: u64,
+        name: &OsStr,
+        size: u32,
+        reply: ReplyXattr,
+    ) {
+        let name = name.as_bytes().to_vec();
+        self.run(req, move |ctx| {
+            let result = acl_name(&name)
+                .and_then(|()| Self::check_xattr(ctx, ino, &name, false))
+                .and_then(|()| ctx.fs.getxattr(ino, &name));
+            answer(reply, "getxattr", ino, result, |reply, value| {
+                xattr_reply(reply, size, &value)
+            });
+        });
+    }
+
+    pub(super) fn listxattr_op(&self, req: &Request, ino: u64, size: u32, reply: ReplyXattr) {
+        self.run(req, move |ctx| {
+            let result = ctx.fs.listxattr(ino).map(|names| {
+                let mut list = Vec::new();
+                for name in names.iter().filter(|n| !n.starts_with(ACL_PREFIX)) {
+                    list.extend_from_slice(name);
+                    list.push(0);
+                }
+                list
+            });
+            answer(reply, "listxattr", ino, result, |reply, list| {
+                xattr_reply(reply, size, &list)
+            });
+        });
+    }
+
+    pub(super) fn removexattr_op(&self, req: &Request, ino: u64, name: &OsStr, reply: ReplyEmpty) {
+        let name = name.as_bytes().to_vec();
+        self.run(req, move |ctx| {
+            let result = acl_name(&name)
+                .and_then(|()| Self::check_xattr(ctx, ino, &name, true))
+                .and_then(|()| ctx.fs.removexattr(ino, &name));
+            answer(reply, "removexattr", ino, result, |reply, ()| reply.ok());
+        });
+    }
+
+    pub(super) fn access_op(&self, req: &Request, ino: u64, mask: i32, reply: ReplyEmpty) {
+        self.run(req, move |ctx| {
+            let result = ctx.fs.getattr(ino).and_then(|attr| {
+                let mask = mask as u32;
+                if mask & MAY_WRITE != 0 && ctx.fs.read_only() {
+                    return Err(FsError::ReadOnly);
+                }
+                perm::check(&attr, ctx.who, mask)
+            });
+            answer(reply, "access", ino, result, |reply, ()| reply.ok());
+        });
+    }
+
+    pub(super) fn fallocate_op(
+        &self,
+        req: &Request,
+        ino: u64,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        self.run(req, move |ctx| {
+            let result = keeping_times(ctx, ino, || {
+                retry_on_nospace(ctx.fs, || ctx.fs.fallocate(ino, offset, length, mode))
+            });
+            answer(reply, "fallocate", ino, result, |reply, ()| reply.ok());
+        });
+    }
+
+    pub(super) fn lseek_op(
+        &self,
+        req: &Request,
+        ino: u64,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
+        self.run(req, move |ctx| {
+            let result = (|| {
+                let whence = match whence {
+                    libc::SEEK_DATA => Whence::Data,
+                    libc::SEEK_HOLE => Whence::Hole,
+                    other => return Err(FsError::Invalid(format!("lseek whence {other}"))),
+                };
+                let offset = u64::try_from(offset)
+                    .map_err(|_| FsError::Invalid("negative lseek offset".into()))?;
+                let found = ctx.fs.lseek(ino, offset, whence)?;
+                i64::try_from(found).map_err(|_| FsError::TooBig)
+            })();
+            answer(reply, "lseek", ino, result, |reply, off| reply.offset(off));
+        });
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn copy_file_range_op(
+        &self,
+        req: &Request,
+        ino_in: u64,
+        offset_in: u64,
+        ino_out: u64,
+        offset_out: u64,
+        len: u64,
+        reply: ReplyWrite,
+    ) {
+        self.run(req, move |ctx| {
+            let len = len.min(COPY_MAX);
+            let result = keeping_times(ctx, ino_out, || {
+                retry_on_nospace(ctx.fs, || {
+                    ctx.fs
+                        .copy_file_range(ino_in, offset_in, ino_out, offset_out, len)
+                })
+            })
+            .map(|n| n.min(COPY_MAX) as u32);
+            answer(reply, "copy_file_range", ino_out, result, |reply, n| {
+                reply.written(n)
+            });
+        });
+    }
+}
