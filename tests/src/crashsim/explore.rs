@@ -4,7 +4,8 @@
 //! What it promises:
 //!
 //! * [`explore`] records each workload (on a template built once per
-//!   setup and geometry) and, for every flush epoch of the logs, checks up
+//!   setup and geometry) and, for every flush epoch of the logs (those of
+//!   the mount every recording starts with only if asked), checks up
 //!   to `states_per_epoch` crash states: per-leg crash points cut at the
 //!   epoch's end on both legs (the same instant), paired as (nothing,
 //!   nothing), (everything, everything), (everything, nothing), (nothing,
@@ -49,6 +50,10 @@ pub struct Budget {
     pub writable_every: usize,
     /// Stop after this many failing workloads.
     pub max_failures: usize,
+    /// Also cut the epochs of the mount that starts every recording (they
+    /// are the same for every workload of a template: one workload with
+    /// this set covers them).
+    pub mount_epochs: bool,
 }
 
 impl Budget {
@@ -61,6 +66,7 @@ impl Budget {
             recovery_cuts: 2,
             writable_every: 4,
             max_failures: 5,
+            mount_epochs: false,
         }
     }
 
@@ -323,7 +329,6 @@ fn op_words(w: &Workload) -> Vec<String> {
 }
 
 /// One workload: record it, check its crash states.
-#[allow(clippy::needless_range_loop)]
 pub fn explore_one(
     template: &Template,
     workload: &Workload,
@@ -352,17 +357,45 @@ pub fn explore_one(
         Ok(r) => r,
         Err(e) => return (stats, Some(found(None, Vec::new(), None, e))),
     };
+    let (more, failure) = explore_recording(&rec, budget, options, seed);
+    stats.add(&more);
+    (stats, failure)
+}
+
+/// The crash states of one recording (see the module docs).
+#[allow(clippy::needless_range_loop)]
+pub fn explore_recording(
+    rec: &Recording,
+    budget: Budget,
+    options: CheckOptions,
+    seed: u64,
+) -> (Stats, Option<Found>) {
+    let mut stats = Stats::default();
+    let found = |points: Vec<CrashPoint>, rp, message: String| Found {
+        config: rec.config,
+        options,
+        workload: rec.workload.clone(),
+        points,
+        recovery_points: rp,
+        fingerprint: rec.fingerprint(),
+        seed,
+        message,
+    };
     let ends = rec.epoch_ends();
     if ends.iter().any(|e| e.len() != ends[0].len()) {
         let counts: Vec<usize> = ends.iter().map(|e| e.len()).collect();
         let msg = format!("the legs saw different numbers of flushes: {counts:?}");
-        return (stats, Some(found(Some(&rec), Vec::new(), None, msg)));
+        return (stats, Some(found(Vec::new(), None, msg)));
     }
     let mut rng = StdRng::seed_from_u64(seed);
     let per_leg = budget.states_per_epoch.max(2);
     let mut counter = seed as usize % 64;
+    let mounted = rec.steps[0].done;
     for e in 0..ends[0].len() {
         // Epoch e on every leg: the same instant (mirrored flushes).
+        if !budget.mount_epochs && ends[0][e] < mounted {
+            continue;
+        }
         stats.epochs += 1;
         let mut legs = Vec::new();
         for (leg, r) in rec.recs.iter().enumerate() {
@@ -370,7 +403,7 @@ pub fn explore_one(
                 Ok(p) => legs.push(p),
                 Err(err) => {
                     let msg = format!("crash points: {err}");
-                    return (stats, Some(found(Some(&rec), Vec::new(), None, msg)));
+                    return (stats, Some(found(Vec::new(), None, msg)));
                 }
             }
         }
@@ -394,7 +427,7 @@ pub fn explore_one(
                 ..options
             };
             stats.states += 1;
-            match check_state(&rec, &points, &opts, &recovery, &mut rng) {
+            match check_state(rec, &points, &opts, &recovery, &mut rng) {
                 Ok(p) => {
                     stats.recovery_states += p.recovery_cuts;
                     stats.writable_checks += usize::from(writable && p.known.is_none());
@@ -408,7 +441,7 @@ pub fn explore_one(
                         writable,
                         ..options
                     };
-                    let mut fd = found(Some(&rec), points, f.recovery_points, f.message);
+                    let mut fd = found(points, f.recovery_points, f.message);
                     fd.options = full;
                     return (stats, Some(fd));
                 }
@@ -452,4 +485,37 @@ fn combos(legs: &[Vec<CrashPoint>], max: usize, rng: &mut StdRng) -> Vec<Vec<usi
         offer(&mut out, c);
     }
     out
+}
+
+/// The check options of the exploring tests: everything, with known bugs
+/// tolerated (counted) unless `KEELFS_CRASH_STRICT=1`.
+pub fn test_options() -> CheckOptions {
+    let strict = std::env::var("KEELFS_CRASH_STRICT").is_ok_and(|v| v.trim() == "1");
+    CheckOptions {
+        tolerate_known_bugs: !strict,
+        ..CheckOptions::default()
+    }
+}
+
+/// Explores `workloads` as a test does: prints the counts, writes a
+/// reproducer for every failure and panics listing them. Returns the
+/// counts.
+pub fn explore_or_fail(
+    test: &str,
+    config: FsConfig,
+    workloads: &[Workload],
+    budget: Budget,
+    seed: u64,
+) -> Stats {
+    let e = explore(config, workloads, budget, test_options(), seed);
+    println!("{test} ({}): {}", config.to_text(), e.stats.line());
+    if !e.failures.is_empty() {
+        let msgs: Vec<String> = e.failures.iter().map(|f| f.write(test)).collect();
+        panic!(
+            "{test}: {} failing workloads (seed {seed}):\n{}",
+            e.failures.len(),
+            msgs.join("\n")
+        );
+    }
+    e.stats
 }

@@ -124,7 +124,7 @@ pub fn core_ops() -> Vec<CoreOp> {
         c("rename foo B/foo", Some("B/foo"), "B"),
         c("rename foo baz", Some("baz"), "."),
         c("rename foo A/bar", Some("A/bar"), "A"),
-        c("rename A/bar foo noreplace", Some("foo"), "."),
+        c("rename A/bar B/bar noreplace", Some("B/bar"), "B"),
         c("rename foo A/bar exchange", Some("A/bar"), "A"),
         c("rename A B exchange", Some("A"), "."),
         c("rename B A/C", Some("A/C"), "A"),

@@ -19,7 +19,8 @@
 //!    after syncfs or the unmount, all of that for everything. An
 //!    obligation lapses when a later op that had started before the cut
 //!    changed the same thing (a later write to F, a later rename of the
-//!    name, ...): then only check 2 judges it.
+//!    name, a later link or unlink of F — after which F may be gone and
+//!    its inode number reused —, ...): then only check 2 judges it.
 //! 2. **Atomicity** ([`check_prefix`]): the whole tree (names, inode
 //!    identities, types, link counts, sizes, symlink targets, xattrs) is
 //!    exactly the model state after some op prefix `j` with `lo ≤ j ≤ hi`
@@ -222,12 +223,15 @@ struct Obligations<'a> {
 }
 
 impl Obligations<'_> {
-    /// The observed inode of `id`, or `None` when a later op may have
-    /// removed it; an error if it must be there and is not.
+    /// The observed inode of `id`, or `None` when a later op changed its
+    /// links (it may be gone, and its number reused by a newer inode);
+    /// an error if it must be there and is not.
     fn node(&self, id: Id) -> Result<Option<&Seen>, String> {
+        if self.later.links.contains(&id) {
+            return Ok(None);
+        }
         match self.seen.get(ino(self.rec, id)) {
             Some(s) => Ok(Some(s)),
-            None if self.later.links.contains(&id) => Ok(None),
             None => Err(format!(
                 "{} returned before the crash, but {} (inode {}) is gone",
                 self.what,
@@ -290,7 +294,7 @@ impl Obligations<'_> {
             return Ok(());
         };
         let want = self.state.inode(id);
-        if !self.later.links.contains(&id) && seen.nlink != want.nlink {
+        if seen.nlink != want.nlink {
             return Err(format!(
                 "{} returned before the crash, but {} has {} links (expected {})",
                 self.what,
@@ -335,13 +339,13 @@ impl Obligations<'_> {
     }
 
     fn entry(&self, dir: Id, name: &str, want: Option<Id>) -> Result<(), String> {
-        if self.later.entries.contains(&(dir, name.to_string())) {
+        if self.later.entries.contains(&(dir, name.to_string())) || self.later.links.contains(&dir)
+        {
             return Ok(());
         }
         let dir_ino = ino(self.rec, dir);
         let got = match self.seen.entry(dir_ino, name) {
             Ok(got) => got,
-            Err(_) if self.later.links.contains(&dir) => return Ok(()),
             Err(e) => {
                 return Err(format!(
                     "{} returned before the crash, but {}: {e}",

@@ -235,6 +235,17 @@ fn mark_all(recs: &[Arc<RecordingDevice>], name: &str) -> usize {
 
 /// Records `workload` on a copy of `template`. See the module docs.
 pub fn record(template: &Template, workload: &Workload) -> Result<Recording, String> {
+    record_through(template, workload, &|r| r as DeviceRef)
+}
+
+/// As [`record`], with the filesystem reaching each recording leg through
+/// `wrap` (the harness's own tests put a device that lies about flushes
+/// there, to see the checks fail).
+pub fn record_through(
+    template: &Template,
+    workload: &Workload,
+    wrap: &dyn Fn(Arc<RecordingDevice>) -> DeviceRef,
+) -> Result<Recording, String> {
     let config = template.config;
     let mems = mem_legs(&template.images, "leg");
     let recs: Vec<Arc<RecordingDevice>> = mems
@@ -247,8 +258,8 @@ pub fn record(template: &Template, workload: &Workload) -> Result<Recording, Str
         .collect::<Result<_, _>>()?;
     let mut steps = Vec::new();
     let start = mark_all(&recs, "mount start");
-    let fs =
-        Fs::mount(devices(&recs), &mount_params(&config)).map_err(|e| format!("mount: {e}"))?;
+    let legs: Vec<DeviceRef> = recs.iter().map(|r| wrap(r.clone())).collect();
+    let fs = Fs::mount(legs, &mount_params(&config)).map_err(|e| format!("mount: {e}"))?;
     steps.push(Step {
         kind: StepKind::Mount,
         start,
