@@ -65,6 +65,7 @@ fn ace_workloads() {
         total.workloads += s.workloads;
         total.states += s.states;
         total.recovery_states += s.recovery_states;
+        total.single_legs += s.single_legs;
         total.epochs += s.epochs;
         for (k, v) in s.known {
             *total.known.entry(k).or_default() += v;
@@ -140,11 +141,12 @@ fn ace_workloads() {
 
     println!(
         "ace total: {} workloads, {} flush epochs, {} crash states + {} crashes during recovery \
-         in {:.1?}; known bugs seen: {:?}",
+         + {} legs mounted alone in {:.1?}; known bugs seen: {:?}",
         total.workloads,
         total.epochs,
         total.states,
         total.recovery_states,
+        total.single_legs,
         started.elapsed(),
         total.known
     );

@@ -19,7 +19,9 @@
 //! 7. (if asked) recovery is idempotent under a crash: the crash images
 //!    are mounted again on recording devices and the power cut at points
 //!    of that mount's own log (recovery's writes included); each of those
-//!    images must mount and show exactly the tree step 3 saw.
+//!    images must mount and show exactly the tree step 3 saw;
+//! 8. (if asked) each leg's crash image alone (the other leg lost),
+//!    mounted degraded, passes steps 3–4.
 //!
 //! Also checked after step 3: no allocated inode is unreachable (one with
 //! links would be lost names; one without is a leaked orphan). A state
@@ -74,6 +76,8 @@ pub struct CheckOptions {
     pub fsck: bool,
     /// Step 6.
     pub writable: bool,
+    /// Step 8.
+    pub single_legs: bool,
     /// A state showing a [`KnownBug`] passes with the bug counted (in
     /// [`Passed::known`]) after the checks that still make sense (steps
     /// 3–4; for a stale leg on a degraded mount); otherwise it fails.
@@ -86,6 +90,7 @@ impl Default for CheckOptions {
             global_fsync: true,
             fsck: true,
             writable: true,
+            single_legs: true,
             tolerate_known_bugs: false,
         }
     }
@@ -127,6 +132,8 @@ pub struct Passed {
     pub started: usize,
     /// Recovery cuts checked in step 7.
     pub recovery_cuts: usize,
+    /// Legs mounted alone in step 8.
+    pub single_legs: usize,
     /// The known bug the state showed (tolerated).
     pub known: Option<KnownBug>,
 }
@@ -163,6 +170,7 @@ pub fn check_state(
         state: verdict.state,
         started: cut.started,
         recovery_cuts: 0,
+        single_legs: 0,
         known,
     };
     if stale {
@@ -217,6 +225,13 @@ pub fn check_state(
     if opts.writable {
         takes_new_work(&legs, rec).map_err(Failure::new)?;
     }
+    let mut single_legs = 0;
+    if opts.single_legs {
+        for (leg, p) in points.iter().enumerate() {
+            each_leg_alone(rec, leg, p, &cut, opts).map_err(Failure::new)?;
+            single_legs += 1;
+        }
+    }
     let recovery_cuts = match recovery {
         RecoveryCrash::None => 0,
         RecoveryCrash::Sample(max) => {
@@ -228,8 +243,34 @@ pub fn check_state(
     };
     Ok(Passed {
         recovery_cuts,
+        single_legs,
         ..passed(None)
     })
+}
+
+/// Step 8: leg `leg`'s crash image alone, mounted degraded, passes steps
+/// 3–4 (every commit flushed every leg, so each leg is a crash image of
+/// the filesystem by itself: a leg may be missing after a power cut).
+fn each_leg_alone(
+    rec: &Recording,
+    leg: usize,
+    point: &CrashPoint,
+    cut: &CutInfo,
+    opts: &CheckOptions,
+) -> Result<(), String> {
+    let image = rec.recs[leg]
+        .materialise(point)
+        .map_err(|e| format!("bad crash point {point}: {e}"))?;
+    let params = MountParams {
+        degraded: true,
+        ..mount_params(&rec.config)
+    };
+    let fs = Fs::mount(vec![Arc::new(image) as DeviceRef], &params)
+        .map_err(|e| format!("leg {leg} alone: mount (degraded) failed: {e}"))?;
+    let seen = observe(&fs).map_err(|e| format!("leg {leg} alone: {e}"))?;
+    judge(rec, cut, &seen, opts.global_fsync, opts.tolerate_known_bugs)
+        .map_err(|e| format!("leg {leg} alone: {e}"))?;
+    Ok(())
 }
 
 /// Mounts crash images as a user would (not degraded). When that fails

@@ -12,8 +12,8 @@
 //!   everything), then random pairs of each leg's own sample (each update
 //!   alone, prefixes, random subsets in random orders, torn sectors), so
 //!   the legs diverge. Every `recovery_every`-th state also gets a crash
-//!   during its recovery (`recovery_cuts` cuts), every `writable_every`-th
-//!   the new-writes check.
+//!   during its recovery (`recovery_cuts` cuts) and each of its legs
+//!   mounted alone, every `writable_every`-th the new-writes check.
 //! * Work is spread over threads (`KEELFS_CRASH_THREADS`, default: the
 //!   machine's cores); each workload's random choices come from its own
 //!   seed (`seed` and its index), so a run is reproducible whatever the
@@ -161,6 +161,8 @@ pub struct Stats {
     /// Crash states checked during recovery (step 7 cuts).
     pub recovery_states: usize,
     pub writable_checks: usize,
+    /// Legs mounted alone (degraded) and checked.
+    pub single_legs: usize,
     /// States whose tree matched an older model state than the last op
     /// started (the op in flight, or later unsynced ops, were lost).
     pub older_than_started: usize,
@@ -178,6 +180,7 @@ impl Stats {
         self.states += o.states;
         self.recovery_states += o.recovery_states;
         self.writable_checks += o.writable_checks;
+        self.single_legs += o.single_legs;
         self.older_than_started += o.older_than_started;
         for (k, v) in &o.known {
             *self.known.entry(*k).or_default() += v;
@@ -194,13 +197,14 @@ impl Stats {
         let ops: Vec<String> = ops.iter().map(|(k, v)| format!("{k}:{v}")).collect();
         format!(
             "{} workloads, {} flush epochs, {} crash states (+{} crashes during recovery, {} \
-             new-writes checks; {} states older than the last op started; states showing known \
-             bugs: {:?}) in {:.1?}; workloads per op: {}",
+             new-writes checks, {} legs mounted alone; {} states older than the last op started; \
+             states showing known bugs: {:?}) in {:.1?}; workloads per op: {}",
             self.workloads,
             self.epochs,
             self.states,
             self.recovery_states,
             self.writable_checks,
+            self.single_legs,
             self.older_than_started,
             self.known,
             self.elapsed,
@@ -422,14 +426,17 @@ pub fn explore_recording(
             let writable = options.writable
                 && budget.writable_every > 0
                 && counter % budget.writable_every == 0;
+            let single_legs = options.single_legs && matches!(recovery, RecoveryCrash::Sample(_));
             let opts = CheckOptions {
                 writable,
+                single_legs,
                 ..options
             };
             stats.states += 1;
             match check_state(rec, &points, &opts, &recovery, &mut rng) {
                 Ok(p) => {
                     stats.recovery_states += p.recovery_cuts;
+                    stats.single_legs += p.single_legs;
                     stats.writable_checks += usize::from(writable && p.known.is_none());
                     stats.older_than_started += usize::from(p.state < p.started);
                     if let Some(bug) = p.known {
@@ -437,12 +444,8 @@ pub fn explore_recording(
                     }
                 }
                 Err(f) => {
-                    let full = CheckOptions {
-                        writable,
-                        ..options
-                    };
                     let mut fd = found(points, f.recovery_points, f.message);
-                    fd.options = full;
+                    fd.options = opts;
                     return (stats, Some(fd));
                 }
             }

@@ -28,11 +28,26 @@
 //! * `explore.rs`: many workloads × many states, in parallel, with counts;
 //! * `reproducer.rs`: reproducer files and their replay.
 //!
-//! Environment: `KEELFS_CRASH_STATES` (crash states per flush epoch;
-//! default 4), `KEELFS_CRASH_SEED`, `KEELFS_CRASH_THREADS`,
-//! `KEELFS_CRASH_FULL=1` (the big enumerations), `KEELFS_CRASH_RANDOM`
-//! (number of random workloads), `KEELFS_CRASH_REPLAY=FILE` (replay one
-//! reproducer), `KEELFS_CRASH_MAX_FAILURES`.
+//! What a crash state must satisfy, and how it is checked, is in
+//! `check.rs` and `oracle.rs`. Known bugs of the filesystem
+//! ([`check::KnownBug`]) fail their own tests (`tests/crash_known_bugs.rs`)
+//! and are counted, not failed, by the exploring tests.
+//!
+//! Environment:
+//!
+//! * `KEELFS_CRASH_STATES`: crash states per flush epoch (default 4; more
+//!   also means more crashes during recovery and new-writes checks);
+//! * `KEELFS_CRASH_SEED`: another seed for every random choice;
+//! * `KEELFS_CRASH_THREADS`: worker threads (default: the cores);
+//! * `KEELFS_CRASH_FULL=1`: every two-op sequence of the whole alphabet
+//!   and 2000 three-op ones (tens of minutes);
+//! * `KEELFS_CRASH_SEQ3`, `KEELFS_CRASH_RANDOM`, `KEELFS_CRASH_RANDOM_LEN`:
+//!   how many three-op and random workloads, how long the random ones;
+//! * `KEELFS_CRASH_STRICT=1`: known bugs fail the exploring tests too;
+//! * `KEELFS_CRASH_MAX_FAILURES`: failing workloads before stopping (5);
+//! * `KEELFS_CRASH_REPLAY=FILE` (`crash_replay`): replay one reproducer,
+//!   with `KEELFS_CRASH_EXPLAIN=1` to print each leg's log up to the cut;
+//! * `KEELFS_BIN` (`crash_sigkill`): the mount program to use.
 
 pub mod check;
 pub mod driver;

@@ -51,8 +51,8 @@ pub fn reproducer_dir() -> PathBuf {
 
 fn options_text(o: &CheckOptions) -> String {
     format!(
-        "global_fsync={} fsck={} writable={} tolerate_known_bugs={}",
-        o.global_fsync, o.fsck, o.writable, o.tolerate_known_bugs
+        "global_fsync={} fsck={} writable={} single_legs={} tolerate_known_bugs={}",
+        o.global_fsync, o.fsck, o.writable, o.single_legs, o.tolerate_known_bugs
     )
 }
 
@@ -67,6 +67,7 @@ fn parse_options(s: &str) -> Result<CheckOptions, String> {
             "global_fsync" => o.global_fsync = v,
             "fsck" => o.fsck = v,
             "writable" => o.writable = v,
+            "single_legs" => o.single_legs = v,
             "tolerate_known_bugs" => o.tolerate_known_bugs = v,
             _ => return Err(format!("{field:?}: unknown check option")),
         }
