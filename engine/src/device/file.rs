@@ -188,36 +188,20 @@ impl Device for FileDevice {
         if len == 0 {
             return Ok(());
         }
-        let rc = if self.is_block_device {
-            let range: [u64; 2] = [offset, len];
-            // BLKDISCARD = _IO(0x12, 119)
-            const BLKDISCARD: libc::c_ulong = 0x1277;
-            // SAFETY: BLKDISCARD reads a [u64; 2] from the pointer, which
-            // points at a live local array for the duration of the call.
-            unsafe { libc::ioctl(self.file.as_raw_fd(), BLKDISCARD, range.as_ptr()) }
-        } else {
-            // SAFETY: fallocate on a descriptor we own; integer arguments only.
-            unsafe {
-                libc::fallocate(
-                    self.file.as_raw_fd(),
-                    libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-                    offset as libc::off_t,
-                    len as libc::off_t,
-                )
-            }
-        };
-        if rc != 0 {
-            let e = io::Error::last_os_error();
+        // BLKDISCARD = _IO(0x12, 119)
+        match self.release_range(0x1277, offset, len) {
             // Discard is advisory: a device that cannot do it keeps the bytes.
-            if matches!(
-                e.raw_os_error(),
-                Some(libc::EOPNOTSUPP) | Some(libc::ENOTTY)
-            ) {
-                return Ok(());
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EOPNOTSUPP) | Some(libc::ENOTTY)
+                ) =>
+            {
+                Ok(())
             }
-            return Err(self.io_err("discard", offset, e));
+            Err(e) => Err(self.io_err("discard", offset, e)),
+            Ok(()) => Ok(()),
         }
-        Ok(())
     }
 
     /// Block devices: the BLKZEROOUT ioctl (the device zeroes the range, by
@@ -231,14 +215,34 @@ impl Device for FileDevice {
         if len == 0 {
             return Ok(());
         }
+        // BLKZEROOUT = _IO(0x12, 127)
+        match self.release_range(0x127f, offset, len) {
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EOPNOTSUPP) | Some(libc::ENOTTY) | Some(libc::EINVAL)
+                ) =>
+            {
+                super::write_zeroes_by_writing(self, offset, len)
+            }
+            Err(e) => Err(self.io_err("write zeroes", offset, e)),
+            Ok(()) => Ok(()),
+        }
+    }
+}
+
+impl FileDevice {
+    /// Give up a byte range: on a block device the range ioctl `request`
+    /// (BLKDISCARD or BLKZEROOUT, both taking a `[start, length]` pair); on
+    /// an image file a hole punch, which reads back as zeroes and keeps the
+    /// image sparse.
+    fn release_range(&self, request: libc::c_ulong, offset: u64, len: u64) -> io::Result<()> {
         let rc = if self.is_block_device {
             let range: [u64; 2] = [offset, len];
-            // BLKZEROOUT = _IO(0x12, 127)
-            const BLKZEROOUT: libc::c_ulong = 0x127f;
-            // SAFETY: BLKZEROOUT reads a [u64; 2] (start, length) from the
+            // SAFETY: both requests read a [u64; 2] (start, length) from the
             // pointer, which points at a live local array for the duration
             // of the call; the kernel writes nothing through it.
-            unsafe { libc::ioctl(self.file.as_raw_fd(), BLKZEROOUT, range.as_ptr()) }
+            unsafe { libc::ioctl(self.file.as_raw_fd(), request, range.as_ptr()) }
         } else {
             // SAFETY: fallocate on a descriptor we own; integer arguments only.
             unsafe {
@@ -250,17 +254,11 @@ impl Device for FileDevice {
                 )
             }
         };
-        if rc != 0 {
-            let e = io::Error::last_os_error();
-            if matches!(
-                e.raw_os_error(),
-                Some(libc::EOPNOTSUPP) | Some(libc::ENOTTY) | Some(libc::EINVAL)
-            ) {
-                return super::write_zeroes_by_writing(self, offset, len);
-            }
-            return Err(self.io_err("write zeroes", offset, e));
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
         }
-        Ok(())
     }
 }
 
