@@ -160,16 +160,6 @@ fn mount_8_status_and_umount() {
     drop(helper);
 }
 
-/// Offsets of the 4 KiB blocks of `image` that start with `head`.
-fn blocks_starting_with(image: &Path, head: &[u8]) -> Vec<u64> {
-    let data = fs::read(image).unwrap();
-    data.chunks(4096)
-        .enumerate()
-        .filter(|(_, block)| block.starts_with(head))
-        .map(|(i, _)| i as u64 * 4096)
-        .collect()
-}
-
 /// Flips one byte of `image` at `offset`.
 fn flip(image: &Path, offset: u64) {
     use std::os::unix::fs::FileExt;

@@ -9,19 +9,8 @@
 mod fuse_support;
 
 use std::fs;
-use std::process::Command;
 
 use fuse_support::*;
-
-fn keelfs(args: &[&str]) -> (i32, String) {
-    let out = Command::new(keelfs_bin()).args(args).output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), text)
-}
 
 #[test]
 fn replace_a_leg_while_mounted() {

@@ -15,31 +15,11 @@ use std::process::Command;
 
 use fuse_support::*;
 
-/// Offsets of the 4 KiB blocks of `image` that start with `head`.
-fn blocks_starting_with(image: &Path, head: &[u8]) -> Vec<u64> {
-    let data = fs::read(image).unwrap();
-    data.chunks(4096)
-        .enumerate()
-        .filter(|(_, block)| block.starts_with(head))
-        .map(|(i, _)| i as u64 * 4096)
-        .collect()
-}
-
 /// Overwrites 16 bytes of `image` at `offset` (as dd would).
 fn smash(image: &Path, offset: u64) {
     let f = fs::OpenOptions::new().write(true).open(image).unwrap();
     f.write_all_at(b"dd was here!!!!!", offset).unwrap();
     f.sync_all().unwrap();
-}
-
-fn keelfs(args: &[&str]) -> (i32, String) {
-    let out = Command::new(keelfs_bin()).args(args).output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), text)
 }
 
 #[test]

@@ -533,3 +533,25 @@ pub fn sh_as(uid: u32, gid: u32, script: &str) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Runs the `keelfs` program (status, scrub, replace…): exit code and
+/// everything it printed.
+pub fn keelfs(args: &[&str]) -> (i32, String) {
+    let out = Command::new(keelfs_bin()).args(args).output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// Offsets of the 4 KiB blocks of `image` that start with `head`.
+pub fn blocks_starting_with(image: &Path, head: &[u8]) -> Vec<u64> {
+    let data = std::fs::read(image).unwrap();
+    data.chunks(4096)
+        .enumerate()
+        .filter(|(_, block)| block.starts_with(head))
+        .map(|(i, _)| i as u64 * 4096)
+        .collect()
+}
