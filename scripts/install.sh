@@ -4,7 +4,8 @@
 #   keelfs        mount program: `mount -t fuse.keelfs SRC MNT` runs it
 #                 (through mount.fuse3), and `keelfs status MNT`
 #   mkfs.keelfs   `mkfs -t keelfs DEV...`
-#   fsck.keelfs   `fsck -t keelfs DEV...` (once the fsck crate exists)
+#   fsck.keelfs   `fsck -t keelfs DEV...`; also as fsck.fuse.keelfs, the
+#                 name fsck(8) looks for on an fstab line of type fuse.keelfs
 # into $PREFIX/sbin (default /usr/local/sbin, which mount.fuse3's shell,
 # mkfs(8) and fsck(8) search). Idempotent; needs root to write there.
 #
@@ -34,6 +35,8 @@ install_one keelfs keelfs
 install_one mkfs-keelfs mkfs.keelfs
 if [ -x "$target_dir/fsck-keelfs" ]; then
   install_one fsck-keelfs fsck.keelfs
+  ln -sfn fsck.keelfs "$sbin/fsck.fuse.keelfs"
+  echo "install: $sbin/fsck.fuse.keelfs -> fsck.keelfs"
 else
   echo "install: fsck.keelfs is not built yet (no fsck crate in this tree): skipped"
 fi

@@ -11,7 +11,9 @@
 //!   attributes (§9); both change blocks through a [`meta_tx::MetaTx`].
 //! * [`fuse`]: mounting, the daemon and the worker pool of the FUSE adapter.
 //! * [`devset`]: the legs a filesystem lives on: opening, identifying and
-//!   checking them, reading and writing their superblocks.
+//!   checking them, reading and writing their superblocks;
+//!   [`member_scan`]: finding members that were not named among the block
+//!   devices, by uuid.
 //! * [`mkfs`]: formatting a set of legs (the library behind `mkfs.keelfs`).
 //!
 //! The block engine (`keelfs-engine`) stores, mirrors and seals blocks; this
@@ -26,6 +28,7 @@ pub mod error;
 pub mod format;
 pub mod fuse;
 pub mod journal;
+pub mod member_scan;
 pub mod meta_tx;
 pub mod mkfs;
 pub mod xattr;

@@ -1,7 +1,11 @@
-//! `fsck.keelfs [-n | -y | -p | -a] [-f] [-v] [-C fd] DEVICE [DEVICE...]`:
+//! `fsck.keelfs [-n | -y | -p | -a] [-f] [-v] [-S] [-C fd] DEVICE [DEVICE...]`:
 //! check (and repair) the keelfs filesystem whose mirror legs are the
 //! devices given. Installed as `fsck.keelfs`, so `fsck -t keelfs DEVICE`
 //! runs it (fsck(8) runs `fsck.TYPE`); cargo builds it as `fsck-keelfs`.
+//! A DEVICE may be a comma-separated list, as the mount SOURCE is (fsck(8)
+//! passes an fstab line's source as one argument). Members of the set that
+//! were not given are looked for among the block devices by uuid
+//! (`keelfs_fs::member_scan`); image files must be named.
 //!
 //! | option | meaning |
 //! |---|---|
@@ -10,6 +14,7 @@
 //! | `-p`, `-a` | "preen": the same as `-y` here, since every fix fsck.keelfs makes is one it would make without asking (e2fsck's preen asks about some) |
 //! | `-f` | check even a filesystem that looks clean |
 //! | `-v` | list every problem |
+//! | `-S` | do not look for members that were not given |
 //! | `-C fd` | progress: fd 0 a percentage line on stderr, fd > 0 lines `pass current total device` for fsck(8) |
 //! | `-t TYPE`, `-T`, `-N` | as fsck(8) may pass them: `-t` must name keelfs, `-T` is ignored, `-N` prints what would be done and exits |
 //! | `-V`, `--version`; `--help` | print the version or the usage and exit 0 |
@@ -32,15 +37,18 @@ use std::process::ExitCode;
 const PROG: &str = "fsck.keelfs";
 
 const USAGE: &str = "\
-Usage: fsck.keelfs [-n | -y | -p | -a] [-f] [-v] [-C fd] DEVICE [DEVICE...]
+Usage: fsck.keelfs [-n | -y | -p | -a] [-f] [-v] [-S] [-C fd] DEVICE [DEVICE...]
 
-Check (and repair) a keelfs filesystem; give every mirror leg of it.
+Check (and repair) a keelfs filesystem; give every mirror leg of it. A
+DEVICE may be a comma-separated list (a.img,b.img). Members not given are
+looked for among the block devices by uuid.
 
   -n      check only: open read-only, change nothing (the default)
   -y      repair everything that can be repaired
   -p, -a  repair what is safe without asking (the same as -y)
   -f      check even if the filesystem looks clean
   -v      list every problem
+  -S      do not look for members that were not given
   -C fd   show progress (fd 0: on stderr; fd > 0: for fsck(8))
   -V      print the version
 
@@ -48,10 +56,17 @@ Exit status: 0 no errors, 1 errors corrected, 4 errors left uncorrected,
 8 operational error, 16 usage error.
 ";
 
+/// Whether to look for members that were not given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scan {
+    BlockDevices,
+    Off,
+}
+
 /// The command line, parsed.
 #[derive(Debug, PartialEq, Eq)]
 enum Command {
-    Run(Options, Vec<PathBuf>),
+    Run(Options, Vec<PathBuf>, Scan),
     DryRun(Options, Vec<PathBuf>),
     Help,
     Version,
@@ -62,6 +77,7 @@ fn parse(args: &[String]) -> Result<Command, String> {
     let mut force = false;
     let mut verbose = false;
     let mut dry_run = false;
+    let mut scan = Scan::BlockDevices;
     let mut progress = ProgressTarget::None;
     let mut devices = Vec::new();
     let mut i = 0;
@@ -107,6 +123,7 @@ fn parse(args: &[String]) -> Result<Command, String> {
                 'v' => verbose = true,
                 'T' => {}
                 'N' => dry_run = true,
+                'S' => scan = Scan::Off,
                 'V' => return Ok(Command::Version),
                 'C' | 't' => {
                     let value: String = if k < flags.len() {
@@ -141,6 +158,7 @@ fn parse(args: &[String]) -> Result<Command, String> {
             }
         }
     }
+    let devices = keelfs_fs::member_scan::split_sources(&devices);
     if devices.is_empty() {
         return Err("no device given".to_string());
     }
@@ -153,8 +171,25 @@ fn parse(args: &[String]) -> Result<Command, String> {
     Ok(if dry_run {
         Command::DryRun(opts, devices)
     } else {
-        Command::Run(opts, devices)
+        Command::Run(opts, devices, scan)
     })
+}
+
+/// `devices` plus the members of their set found among the block devices.
+fn with_found_members(mut devices: Vec<PathBuf>, scan: Scan) -> Vec<PathBuf> {
+    if scan == Scan::Off {
+        return devices;
+    }
+    let candidates = keelfs_fs::member_scan::block_device_candidates();
+    for found in keelfs_fs::member_scan::find_missing_members(&devices, &candidates) {
+        complain(&format!(
+            "{PROG}: member {} of the set found on {}\n",
+            found.member,
+            found.path.display()
+        ));
+        devices.push(found.path);
+    }
+    devices
 }
 
 fn say(text: &str) {
@@ -302,7 +337,7 @@ fn main() -> ExitCode {
             ));
             return ExitCode::SUCCESS;
         }
-        Command::Run(opts, devices) => (opts, devices),
+        Command::Run(opts, devices, scan) => (opts, with_found_members(devices, scan)),
     };
     let device = devices[0].display().to_string();
     let outcome = fsck_paths(&devices, &opts);
@@ -324,22 +359,27 @@ mod tests {
 
     #[test]
     fn parses_fsck_style_options() {
-        let Ok(Command::Run(o, d)) = parse(&args("-fy -v -C0 a.img b.img")) else {
+        let Ok(Command::Run(o, d, _)) = parse(&args("-fy -v -C0 a.img b.img")) else {
             panic!()
         };
         assert_eq!(o.mode, Mode::Repair);
         assert!(o.force && o.verbose);
         assert_eq!(o.progress, ProgressTarget::Stderr);
         assert_eq!(d.len(), 2);
-        let Ok(Command::Run(o, _)) = parse(&args("-a -t keelfs -T -C 5 x")) else {
+        let Ok(Command::Run(o, _, _)) = parse(&args("-a -t keelfs -T -C 5 x")) else {
             panic!()
         };
         assert_eq!(o.mode, Mode::Repair);
         assert_eq!(o.progress, ProgressTarget::Fd(5));
-        let Ok(Command::Run(o, _)) = parse(&args("x")) else {
+        let Ok(Command::Run(o, _, _)) = parse(&args("x")) else {
             panic!()
         };
         assert_eq!(o.mode, Mode::Check);
+        let Ok(Command::Run(_, d, scan)) = parse(&args("-S a.img,b.img c.img")) else {
+            panic!()
+        };
+        assert_eq!(d, ["a.img", "b.img", "c.img"].map(PathBuf::from));
+        assert_eq!(scan, Scan::Off);
         assert!(matches!(parse(&args("-N -y x")), Ok(Command::DryRun(..))));
         assert_eq!(parse(&args("--help")), Ok(Command::Help));
         assert_eq!(parse(&args("-V")), Ok(Command::Version));
