@@ -212,7 +212,15 @@ impl KeelFs {
             } else {
                 write()
             };
+            // The kernel ignores a short count on a write-back of cached
+            // pages: it would count the pages as written and fsync would
+            // succeed with their tail never stored. Only write(2) without
+            // the cache may be short; a cached write-back that did not
+            // fit entirely is an error (the part that fit stays written).
             let result = result.and_then(|n| {
+                if from_cache && n < data.len() {
+                    return Err(FsError::NoSpace);
+                }
                 u32::try_from(n).map_err(|_| FsError::Invalid("write over 4 GiB".into()))
             });
             answer(reply, "write", ino, result, |reply, n| reply.written(n));
