@@ -9,9 +9,11 @@
 //! Replay is the journal's own `keelfs_fs::journal::recover` ([`replay`]),
 //! run by a repair before anything else is read, as at mount (images
 //! written home on the in-service legs, data intents resolved, the tail
-//! moved past everything). Under `-n` the ring cannot be replayed: the
-//! check looks at the filesystem without it (as e2fsck -n does) and the
-//! journal is an error (exit 4) that a repair fixes. A ring holding no
+//! moved past everything). Under `-n` the same replay runs over in-memory
+//! overlays of the devices (`run.rs`): nothing is written and the check
+//! sees what the next mount will. Only a journal that cannot be replayed
+//! (a malformed record) is left in the ring, and then it is an error
+//! (exit 4) and the check looks at the filesystem without it. A ring holding no
 //! committed transaction (an empty ring, or a torn last transaction that
 //! recovery discards) needs nothing.
 //!
@@ -29,20 +31,31 @@ use keelfs_fs::format::META_HEADER_LEN;
 use crate::metadata::MetaRead;
 use keelfs_fs::devset::DeviceSet;
 
+/// What [`replay`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replayed {
+    /// Committed transactions, written home; the text says what.
+    Records(String),
+    /// No transaction, but a journal superblock the legs disagreed on,
+    /// rewritten.
+    SuperblockOnly(String),
+}
+
 /// Replays the journal of `set` (a repair, before the check): every
 /// committed transaction is written home on the in-service legs (stale and
 /// failed legs are resynced by the check afterwards) and the journal is
-/// left empty. Returns what was written (records replayed, or a journal
-/// superblock the legs disagreed on), or `None` if nothing was; the caller
-/// identifies the set again afterwards.
-pub fn replay(set: &DeviceSet) -> Result<Option<String>, FsckError> {
+/// left empty. Returns what was written, or `None` if nothing was; the
+/// caller identifies the set again afterwards.
+pub fn replay(set: &DeviceSet) -> Result<Option<Replayed>, FsckError> {
     let layout = set.superblock().layout;
     let r = keelfs_fs::journal::recover(set.volume(), &layout)?;
     if !r.found_records() {
         // Recovery rewrites a journal superblock the legs disagree on.
-        return Ok(r
-            .superblock_written
-            .then(|| "journal superblock rewritten: the legs held different copies".to_string()));
+        return Ok(r.superblock_written.then(|| {
+            Replayed::SuperblockOnly(
+                "journal superblock rewritten: the legs held different copies".to_string(),
+            )
+        }));
     }
     let mut text = format!(
         "journal replayed: {} transactions (sequences {}..={}), {} blocks written home, {} \
@@ -59,7 +72,7 @@ pub fn replay(set: &DeviceSet) -> Result<Option<String>, FsckError> {
     for (block, why) in &r.intents.unresolved {
         text.push_str(&format!("\n  data block {block}: intent unresolved: {why}"));
     }
-    Ok(Some(text))
+    Ok(Some(Replayed::Records(text)))
 }
 
 /// A committed transaction found in the ring.

@@ -224,6 +224,11 @@ fn describe(outcome: &Outcome, opts: &Options, device: &str) -> String {
     if let Some(replayed) = &outcome.replayed {
         s.push_str(&format!("{replayed}\n"));
     }
+    if let Some(replayed) = &outcome.replayed_in_memory {
+        s.push_str(&format!(
+            "{replayed}\n(in memory only, nothing was written: a mount or fsck.keelfs -y writes it)\n"
+        ));
+    }
     if let Some(why) = &outcome.replay_failed {
         s.push_str(&format!("journal not replayed: {why}\n"));
     }

@@ -5,7 +5,10 @@
 //!   set; failing that is an operational error (exit 8), as is any I/O
 //!   failure that stops a check.
 //! * A repair first replays the journal (`journal.rs`), as a mount would,
-//!   and identifies the set again.
+//!   and identifies the set again. A check (`-n`) does the same over
+//!   copy-on-write overlays of the devices (`OverlayDevice`): the replay
+//!   stays in memory, nothing is written, and the check sees the
+//!   filesystem as the next mount will.
 //! * Without `-f`, a filesystem whose superblocks are sound, that was
 //!   cleanly unmounted, is not marked as having errors, and whose journal
 //!   holds nothing to replay is reported clean at once (exit 0).
@@ -18,13 +21,15 @@
 //!   clean), 4 if errors remain.
 
 use crate::checker::{Checker, FsckError};
+use crate::journal::Replayed;
 use crate::options::{Mode, Options};
 use crate::progress::Progress;
 use crate::repair::{repair, RepairStats};
 use crate::report::{Report, EXIT_CLEAN, EXIT_CORRECTED, EXIT_OPERATIONAL, EXIT_UNCORRECTED};
-use keelfs_engine::device::DeviceRef;
+use keelfs_engine::device::{DeviceRef, OverlayDevice};
 use keelfs_fs::devset::{identify, open_legs, LegOpenOptions};
 use std::path::Path;
+use std::sync::Arc;
 
 /// Repair rounds at most (a round: check, repair).
 const MAX_ROUNDS: usize = 3;
@@ -59,6 +64,9 @@ pub struct Outcome {
     pub orphans_released: u64,
     /// What replaying the journal did, if it held transactions.
     pub replayed: Option<String>,
+    /// Under `-n`: what replaying the journal in memory did (nothing was
+    /// written; the check saw the filesystem as the next mount will).
+    pub replayed_in_memory: Option<String>,
     /// Why the journal could not be replayed, if it could not.
     pub replay_failed: Option<String>,
 }
@@ -159,11 +167,41 @@ fn run(devices: &[DeviceRef], opts: &Options) -> Result<Outcome, FsckError> {
     let silent = Progress::silent();
     let mut outcome = Outcome::default();
 
+    // A check writes nothing: it runs over copy-on-write overlays, so the
+    // journal can still be replayed (in memory) and the filesystem checked
+    // as the next mount will see it.
+    // Only a replay of committed transactions is kept in memory: a journal
+    // superblock the legs disagree on is damage the check must report.
+    let overlay = |devices: &[DeviceRef]| -> Vec<DeviceRef> {
+        devices
+            .iter()
+            .map(|d| Arc::new(OverlayDevice::new(d.clone())) as DeviceRef)
+            .collect()
+    };
+    let check_only = opts.mode == Mode::Check;
+    let mut overlays: Vec<DeviceRef> = if check_only {
+        overlay(devices)
+    } else {
+        Vec::new()
+    };
+    let raw = devices;
+    let mut devices = if check_only { &overlays[..] } else { raw };
     let mut set = identify(devices)?;
-    if opts.mode == Mode::Repair {
+    {
         match crate::journal::replay(&set) {
-            Ok(Some(replayed)) => {
-                outcome.replayed = Some(replayed);
+            Ok(Some(Replayed::Records(text))) if check_only => {
+                outcome.replayed_in_memory = Some(text);
+                drop(set);
+                set = identify(devices)?;
+            }
+            Ok(Some(Replayed::SuperblockOnly(_))) if check_only => {
+                drop(set);
+                overlays = overlay(raw);
+                devices = &overlays[..];
+                set = identify(devices)?;
+            }
+            Ok(Some(Replayed::Records(text) | Replayed::SuperblockOnly(text))) => {
+                outcome.replayed = Some(text);
                 drop(set);
                 set = identify(devices)?;
             }
@@ -176,7 +214,7 @@ fn run(devices: &[DeviceRef], opts: &Options) -> Result<Outcome, FsckError> {
             Err(e) => return Err(e),
         }
     }
-    if !opts.force && outcome.replayed.is_none() {
+    if !opts.force && outcome.replayed.is_none() && outcome.replayed_in_memory.is_none() {
         let mut quick = Checker::new(&set, Mode::Check, &silent);
         quick.check_superblocks()?;
         quick.check_journal()?;

@@ -1,6 +1,7 @@
 //! The journal: a ring holding a committed transaction must be replayed
-//! before anything else. fsck -n reports it (exit 4) and changes nothing;
-//! fsck -y replays it first (`keelfs_fs::journal::recover`). A torn
+//! before anything else. fsck -n replays it in memory only (nothing is
+//! written) and checks what the next mount will see; fsck -y replays it
+//! first (`keelfs_fs::journal::recover`). A torn
 //! transaction (no valid commit block) is what recovery discards, and is
 //! no reason to stop.
 
@@ -33,6 +34,12 @@ fn ring_block(
 /// root's inode-table block, its image (the root's uid set to 77), and, if
 /// `committed`, a commit block. Returns the block the image is for.
 fn write_transaction(img: &Image, committed: bool) -> u64 {
+    write_transaction_with(img, committed, |_| {})
+}
+
+/// [`write_transaction`], with `also` changing the root inode's 256 bytes
+/// in the image too.
+fn write_transaction_with(img: &Image, committed: bool, also: impl Fn(&mut [u8])) -> u64 {
     let l = img.layout();
     let jb = img.read_block(0, l.journal_superblock);
     let jsb = JournalSuperblock::decode(&jb[META_HEADER_LEN..]).unwrap();
@@ -51,6 +58,7 @@ fn write_transaction(img: &Image, committed: bool) -> u64 {
     // sealed for its home.
     let mut image = img.read_block(0, home);
     image[META_HEADER_LEN + 4] = 77;
+    also(&mut image[META_HEADER_LEN..META_HEADER_LEN + 256]);
     meta_set_gen(&mut image, seq);
     meta_seal(home, &img.superblock().fs_uuid, &mut image);
     let crc = Commit::checksum([&desc[..], &image[..]]);
@@ -74,21 +82,52 @@ fn write_transaction(img: &Image, committed: bool) -> u64 {
 }
 
 #[test]
-fn check_only_reports_a_journal_to_replay() {
+fn check_only_replays_in_memory_and_writes_nothing() {
     let (img, _) = fresh_populated();
     write_transaction(&img, true);
     let before = img.contents();
     let o = img.check();
-    assert_eq!(o.exit_code, EXIT_UNCORRECTED);
+    assert_eq!(o.exit_code, EXIT_CLEAN, "{:?}", o.first().findings());
+    let text = o.replayed_in_memory.as_deref().unwrap_or_default();
+    assert!(text.contains("1 transactions"), "{text}");
+    assert!(img.contents() == before, "nothing may change");
+    assert_eq!(img.inode(1).uid, 0, "the replay stayed in memory");
+    // Without -f too, through the program.
+    let o = img.run(&["-n"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(stdout(&o).contains("in memory only"), "{}", stdout(&o));
+    assert!(img.contents() == before, "nothing may change");
+}
+
+#[test]
+fn check_only_sees_what_the_replay_brings() {
+    let (img, _) = fresh_populated();
+    // The transaction gives the root a wrong link count: only a check of
+    // the replayed filesystem can see it.
+    write_transaction_with(&img, true, |inode| {
+        inode[12..16].copy_from_slice(&99u32.to_le_bytes())
+    });
+    let before = img.contents();
+    let o = img.check();
+    assert_eq!(o.exit_code, EXIT_UNCORRECTED, "{:?}", o.first().findings());
+    assert!(o.replayed_in_memory.is_some());
     assert!(
-        o.first().mentions("were not replayed"),
-        "{:?}",
+        o.first().mentions("link"),
+        "the bad link count is reported: {:?}",
         o.first().findings()
     );
     assert!(img.contents() == before, "nothing may change");
-    // Without -f too: a journal to replay means the filesystem is not clean.
-    let o = img.run(&["-n"]);
-    assert_eq!(o.status.code(), Some(4), "{}", stdout(&o));
+    // A repair replays it for real and fixes the count.
+    let o = img.repair();
+    assert_eq!(
+        o.exit_code,
+        keelfs_fsck::EXIT_CORRECTED,
+        "{:?}",
+        o.last().findings()
+    );
+    assert_eq!(img.inode(1).uid, 77);
+    assert_ne!(img.inode(1).links, 99);
+    assert_eq!(img.check().exit_code, EXIT_CLEAN);
 }
 
 #[test]

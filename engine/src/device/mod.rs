@@ -19,15 +19,19 @@
 //!   misdirects chosen requests.
 //! * [`RecordingDevice`]: wraps a device, logs every write and flush in
 //!   order, and builds the image a power cut would leave at any point.
+//! * [`OverlayDevice`]: wraps a device and keeps every write in memory
+//!   (fsck -n replays a journal through it without writing).
 
 mod fault;
 mod file;
 mod memory;
+mod overlay;
 mod recording;
 
 pub use fault::{Fault, FaultDevice, FaultRule, InvalidRule, Op, RuleId};
 pub use file::{FileDevice, FileOpenOptions};
 pub use memory::MemDevice;
+pub use overlay::OverlayDevice;
 pub use recording::{CrashPoint, CrashPointError, RecordedOp, RecordingDevice};
 
 use crate::error::{DeviceError, DeviceResult};
