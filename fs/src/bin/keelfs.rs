@@ -58,6 +58,7 @@ fn main() -> ExitCode {
     } else if args.get(1).is_some_and(|a| a == "replace") {
         replace_main(&args)
     } else {
+        keelfs_fs::fuse::memory::apply();
         daemon::run_main(args, build)
     };
     ExitCode::from(u8::try_from(code).unwrap_or(1))

@@ -14,7 +14,8 @@
 //! * [`adapter`]: [`KeelFs`], the keelfs `fuser::Filesystem` over the fs
 //!   core (with `adapter_entry.rs`, `adapter_file.rs`, `adapter_perm.rs`);
 //!   [`errno`]: the one mapping of `FsError` to errno; [`status`]: what
-//!   `keelfs status` reports and the daemon's status socket.
+//!   `keelfs status` reports and the daemon's status socket; [`memory`]:
+//!   the allocator policy that keeps the daemon's memory bounded.
 //!
 //! The program in a few lines:
 //!
@@ -50,6 +51,7 @@ mod adapter_file;
 mod adapter_perm;
 pub mod daemon;
 pub mod errno;
+pub mod memory;
 pub mod mount;
 pub mod options;
 pub mod pool;

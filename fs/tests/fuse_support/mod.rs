@@ -184,7 +184,7 @@ fn legs_free(legs: &[PathBuf]) -> bool {
 }
 
 /// Pids of keelfs daemons serving `mnt` (from /proc/*/cmdline).
-fn daemons_of(mnt: &Path) -> Vec<i32> {
+pub fn daemons_of(mnt: &Path) -> Vec<i32> {
     let want = mnt.as_os_str().to_string_lossy().into_owned();
     let Ok(dir) = fs::read_dir("/proc") else {
         return Vec::new();
