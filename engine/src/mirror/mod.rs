@@ -412,9 +412,9 @@ impl MirrorSet {
     }
 
     /// Put `device` in the place of failed leg `leg` (replacing a dead
-    /// disk): the leg stays failed until the caller resyncs it. Refused
-    /// unless the leg is failed and the device holds every block of the
-    /// set.
+    /// disk): the leg stays failed until the caller resyncs it, and its
+    /// counters and suspicion start again. Refused unless the leg is failed
+    /// and the device holds every block of the set.
     pub fn replace_device(&self, leg: usize, device: DeviceRef) -> EngineResult<()> {
         self.shared.check_leg(leg)?;
         if self.leg_state(leg) != LegState::Failed {
@@ -431,7 +431,11 @@ impl MirrorSet {
                 device.size()
             )));
         }
-        *self.shared.legs[leg].device.write() = device;
+        let slot = &self.shared.legs[leg];
+        *slot.device.write() = device;
+        slot.stats.reset();
+        slot.suspect.store(false, Ordering::Relaxed);
+        slot.read_errors_unchecked.store(0, Ordering::Relaxed);
         self.shared.state_changes.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
