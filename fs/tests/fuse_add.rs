@@ -111,7 +111,10 @@ fn add_legs_to_a_single_device_filesystem_then_heal_from_them() {
         let states = leg_states(&mnt);
         assert_eq!(states.len(), k + 1, "{states:?}");
         assert!(states.iter().all(|(_, s)| s == "ONLINE"), "{states:?}");
-        assert!(states[k].0.ends_with(&format!("added{k}.img")), "{states:?}");
+        assert!(
+            states[k].0.ends_with(&format!("added{k}.img")),
+            "{states:?}"
+        );
         fs::write(m.path(&format!("after-add{k}")), b"written with more legs").unwrap();
         added.push(new);
     }
@@ -140,7 +143,10 @@ fn add_legs_to_a_single_device_filesystem_then_heal_from_them() {
         .find(|l| l.contains("leg0.img") && l.starts_with("\t  "))
         .unwrap_or_else(|| panic!("{status}"));
     let healed: u64 = leg0.split_whitespace().nth(5).unwrap().parse().unwrap();
-    assert!(healed >= files.len() as u64, "leg 0 healed {healed}: {status}");
+    assert!(
+        healed >= files.len() as u64,
+        "leg 0 healed {healed}: {status}"
+    );
     m.finish();
 }
 
@@ -189,15 +195,10 @@ fn a_failed_leg_that_comes_back_is_re_added_by_replace_with_itself() {
     if !can_mount("a_failed_leg_that_comes_back_is_re_added_by_replace_with_itself") {
         return;
     }
-    let fx = Fixture::unformatted(1, 64 * MIB);
+    let mut fx = Fixture::unformatted(1, 64 * MIB);
+    // Declared after `fx`: unmounted before its directory is removed.
     let tmpfs = Tmpfs::mount(&fx.dir.path().join("small-disk"), 80 * MIB);
-    let fx = Fixture {
-        legs: vec![
-            fx.legs[0].clone(),
-            image(&tmpfs.0.join("leg1.img"), 64 * MIB),
-        ],
-        ..fx
-    };
+    fx.legs.push(image(&tmpfs.0.join("leg1.img"), 64 * MIB));
     let devices: Vec<DeviceRef> = fx
         .legs
         .iter()
@@ -254,5 +255,4 @@ fn a_failed_leg_that_comes_back_is_re_added_by_replace_with_itself() {
     assert!(fs::read(m.path("during")).unwrap() == during);
     // Back to a full mirror: a normal (not degraded) mount after fsck.
     m.finish();
-    drop(tmpfs);
 }
