@@ -7,22 +7,23 @@
 //! * the new device must hold every block of the set (`N × B` bytes at
 //!   least) and, unless forced, hold no filesystem `probe` recognises
 //!   (keelfs or another: adding formats it);
-//! * it is attached to the mirror set and put in the `Resyncing` state
-//!   (from then on it receives every write, serves no read), then made a
-//!   member: its own superblock copies (primary and backup) are written
-//!   first, carrying the grown member table (the new member at the next
-//!   index, with a new device uuid, `Resyncing`), then every in-service
-//!   leg's superblock records the grown table;
+//! * its own superblock copies (primary, flush, backup, flush) are written
+//!   first, straight to the device, carrying the grown member table (the
+//!   new member at the next index, with a new device uuid, `Resyncing`);
+//!   then it is attached to the mirror set and put in the `Resyncing`
+//!   state (from then on it receives every write, serves no read), and
+//!   every in-service leg's superblock records the grown table;
 //! * then it is resynced online at idle priority ([`Fs::resync_leg`], the
 //!   same machinery as a replace), with progress in the resync jobs, and
 //!   ends `InUse`, in service;
 //! * crash safety, by the order of the superblock writes: a crash before
-//!   the old legs record the new member leaves them a set without it (the
-//!   new device claims an index their table does not have: a mount given
-//!   it too refuses it by name, "not a member"); a crash after leaves the
+//!   the old legs record the new member leaves them a set without it (a
+//!   mount given the new device too is refused: one device more than the
+//!   set has legs, or a device claiming an index the table does not
+//!   have); a crash after leaves the
 //!   new member recorded `Resyncing`, and the next mount resyncs it from
-//!   the start. An add that fails after the attach leaves the new leg
-//!   failed (no I/O) until unmount.
+//!   the start. Nothing that can fail but the final superblock write comes
+//!   after the attach.
 //!
 //! Relies on: `MirrorSet::attach_leg` (room for [`MAX_MEMBERS`] legs, see
 //! `devset::identify`); the superblock keeper (its lock taken alone); the
@@ -31,7 +32,7 @@
 use super::resync::ResyncProgress;
 use super::Fs;
 use crate::devset::{
-    probe_existing_filesystem, random_uuid, write_superblock_copies, SetLeg, SuperblockCopy,
+    encode_superblock_block, probe_existing_filesystem, random_uuid, SetLeg, SuperblockCopy,
 };
 use crate::error::{FsError, FsResult};
 use crate::format::superblock::{Member, MemberState, MAX_MEMBERS};
@@ -69,8 +70,12 @@ impl Fs {
             }
         }
         let mirror = Arc::clone(self.volume.set());
-        let leg = mirror.attach_leg(device.clone())?;
-        mirror.mark_resyncing(leg);
+        if mirror.num_legs() >= mirror.max_legs() {
+            return Err(FsError::Invalid(format!(
+                "the mirror set has room for {} legs, all in use",
+                mirror.max_legs()
+            )));
+        }
         let member = members as u32;
         let uuid = random_uuid();
         let entry = Member {
@@ -78,31 +83,35 @@ impl Fs {
             state: MemberState::Resyncing,
             ..Member::default()
         };
-        log::info!(
-            "{} added as leg {leg} (member {member}): resyncing it",
-            device.name()
-        );
         // The new device's own superblocks first (see the module docs).
         let mut sb = self.keeper.snapshot();
         sb.members.push(entry);
         let generation = self.keeper.generation();
-        let failed = write_superblock_copies(&mirror, &[(leg, member)], &sb, generation);
-        if !matches!(&failed, Ok(bits) if !bits.has(leg)) {
-            mirror.mark_failed(leg);
-            return Err(FsError::Invalid(format!(
-                "writing the superblocks of {} failed{}",
-                device.name(),
-                failed.err().map_or(String::new(), |e| format!(": {e}"))
-            )));
+        let bs = self.block_size();
+        for address in [0, sb.layout.backup_superblock] {
+            let block = encode_superblock_block(&sb, member, address, generation)?;
+            device
+                .write_at(address * bs, &block)
+                .and_then(|()| device.flush())
+                .map_err(keelfs_engine::EngineError::Device)?;
         }
-        self.keeper.attach(SetLeg {
-            device,
-            member,
-            device_uuid: uuid,
-            generation,
-            copy: SuperblockCopy::Primary,
-            primary_problem: None,
-        });
+        let leg = mirror.attach_leg(device.clone())?;
+        mirror.mark_resyncing(leg);
+        log::info!(
+            "{} added as leg {leg} (member {member}): resyncing it",
+            device.name()
+        );
+        self.keeper.attach(
+            leg,
+            SetLeg {
+                device,
+                member,
+                device_uuid: uuid,
+                generation,
+                copy: SuperblockCopy::Primary,
+                primary_problem: None,
+            },
+        )?;
         self.keeper
             .write(self.journal.committed_seq(), |sb| sb.members.push(entry))?;
         Ok(leg)

@@ -84,12 +84,18 @@ impl SuperblockKeeper {
         }
     }
 
-    /// Records `leg`, just attached to the mirror set (at the position
-    /// after the last), as a leg of the set: tracked, counters from zero.
-    /// The caller adds its member entry with the next [`Self::write`].
-    pub fn attach(&self, leg: SetLeg) {
+    /// Records `leg`, just attached to the mirror set as mirror leg
+    /// `position` (the one after the last), as a leg of the set: tracked,
+    /// counters from zero. The caller adds its member entry with the next
+    /// [`Self::write`].
+    pub fn attach(&self, position: usize, leg: SetLeg) -> FsResult<()> {
         let member = leg.member as usize;
-        let position = self.set.legs().len();
+        if position != self.set.legs().len() {
+            return Err(crate::error::FsError::Invalid(format!(
+                "mirror leg {position} attached, but the set has {} legs",
+                self.set.legs().len()
+            )));
+        }
         self.set.push_leg(leg);
         let now = self.set.mirror().stats();
         {
@@ -109,6 +115,7 @@ impl SuperblockKeeper {
         let mut tracked = self.tracked.lock();
         tracked.resize(position + 1, false);
         tracked[position] = true;
+        Ok(())
     }
 
     /// Records that mirror leg `leg` is now `new` (a replacement device):
