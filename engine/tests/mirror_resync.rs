@@ -205,3 +205,144 @@ fn only_a_failed_leg_is_replaced_and_by_a_device_large_enough() {
     );
     assert_eq!(raw(&devs[1], 3, 1), vec![0; BS], "not the old one");
 }
+
+/// A device whose reads of one block wait at a gate (once armed) until
+/// the test opens it, so a resync copy can be stopped between its read of
+/// the source and its write of the target.
+#[derive(Debug)]
+struct GatedRead {
+    inner: DeviceRef,
+    block: u64,
+    armed: AtomicBool,
+    /// (reached, open)
+    gate: parking_lot::Mutex<(bool, bool)>,
+    changed: parking_lot::Condvar,
+}
+
+impl GatedRead {
+    fn new(inner: DeviceRef, block: u64) -> Self {
+        GatedRead {
+            inner,
+            block,
+            armed: AtomicBool::new(false),
+            gate: parking_lot::Mutex::new((false, false)),
+            changed: parking_lot::Condvar::new(),
+        }
+    }
+
+    fn wait_reached(&self) {
+        let mut g = self.gate.lock();
+        while !g.0 {
+            self.changed.wait(&mut g);
+        }
+    }
+
+    fn open(&self) {
+        self.gate.lock().1 = true;
+        self.changed.notify_all();
+    }
+}
+
+impl Device for GatedRead {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> DeviceResult<()> {
+        let at = self.block * BS as u64;
+        let hits = offset <= at && at < offset + buf.len() as u64;
+        self.inner.read_at(offset, buf)?;
+        if hits && self.armed.swap(false, Ordering::SeqCst) {
+            let mut g = self.gate.lock();
+            g.0 = true;
+            self.changed.notify_all();
+            while !g.1 {
+                self.changed.wait(&mut g);
+            }
+        }
+        Ok(())
+    }
+    fn write_at(&self, offset: u64, buf: &[u8]) -> DeviceResult<()> {
+        self.inner.write_at(offset, buf)
+    }
+    fn flush(&self) -> DeviceResult<()> {
+        self.inner.flush()
+    }
+    fn discard(&self, offset: u64, len: u64) -> DeviceResult<()> {
+        self.inner.discard(offset, len)
+    }
+}
+
+#[test]
+fn a_write_straight_to_the_mirror_set_is_never_undone_by_a_resync() {
+    // The journal writes its ring straight to the mirror set, not through
+    // the volume. A resync copy of a ring block reads the old bytes from
+    // the source leg; a journal write of that block lands on every leg
+    // (the resyncing one included) before the copy writes the target. The
+    // target must end with the journal's bytes, not the copy's.
+    let devs = legs(2);
+    let gated = Arc::new(GatedRead::new(devs[0].clone(), 5));
+    let set = Arc::new(MirrorSet::new(vec![gated.clone(), devs[1].clone()], BS as u32).unwrap());
+    let volume = Arc::new(Volume::new(set.clone(), UUID));
+    set.write_sync(5, &pattern(1, 1)).unwrap();
+    set.mark_failed(1);
+    set.mark_resyncing(1);
+    gated.armed.store(true, Ordering::SeqCst);
+    let copier = {
+        let v = volume.clone();
+        std::thread::spawn(move || v.resync_run(4, 2, 1, ResyncCheck::Raw).unwrap())
+    };
+    gated.wait_reached();
+    let newer = pattern(2, 1);
+    let writer = {
+        let (s, newer) = (set.clone(), newer.clone());
+        std::thread::spawn(move || s.write_sync(5, &newer).unwrap())
+    };
+    // Give the write every chance to land before the copy goes on (it
+    // must wait for the copy instead).
+    let deadline = std::time::Instant::now() + Duration::from_millis(300);
+    while !writer.is_finished() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(!writer.is_finished(), "the write did not wait for the copy");
+    gated.open();
+    copier.join().unwrap();
+    writer.join().unwrap();
+    assert!(raw(&devs[1], 5, 1) == newer, "the resync undid a write");
+    assert!(raw(&devs[0], 5, 1) == newer);
+}
+
+#[test]
+fn an_attached_leg_starts_failed_then_takes_writes_while_resyncing() {
+    let devs = legs(1);
+    let config = keelfs_engine::mirror::MirrorConfig {
+        max_legs: 3,
+        ..Default::default()
+    };
+    let set = MirrorSet::with_config(devs.clone(), BS as u32, config).unwrap();
+    assert_eq!((set.num_legs(), set.max_legs()), (1, 3));
+    set.write_sync(2, &pattern(1, 1)).unwrap();
+    let small: DeviceRef = Arc::new(MemDevice::new("small", BS as u64));
+    assert!(set.attach_leg(small).is_err(), "too small");
+    let new: DeviceRef = Arc::new(MemDevice::new("new", BLOCKS * BS as u64));
+    assert_eq!(set.attach_leg(new.clone()).unwrap(), 1);
+    assert_eq!(set.num_legs(), 2);
+    assert_eq!(set.leg_state(1), LegState::Failed);
+    set.write_sync(3, &pattern(2, 1)).unwrap();
+    assert_eq!(raw(&new, 3, 1), vec![0; BS], "a failed leg takes no write");
+    set.mark_resyncing(1);
+    set.write_sync(3, &pattern(3, 1)).unwrap();
+    assert_eq!(raw(&new, 3, 1), pattern(3, 1), "a resyncing leg does");
+    let volume = Volume::new(Arc::new(set), UUID);
+    volume.resync_run(0, BLOCKS, 1, ResyncCheck::Raw).unwrap();
+    assert!(volume
+        .set()
+        .transition(1, LegState::Resyncing, LegState::InService));
+    assert_eq!(raw(&new, 2, 1), pattern(1, 1));
+    let third: DeviceRef = Arc::new(MemDevice::new("third", BLOCKS * BS as u64));
+    assert_eq!(volume.set().attach_leg(third).unwrap(), 2);
+    let fourth: DeviceRef = Arc::new(MemDevice::new("fourth", BLOCKS * BS as u64));
+    assert!(volume.set().attach_leg(fourth).is_err(), "no room left");
+}

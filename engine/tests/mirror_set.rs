@@ -463,6 +463,7 @@ fn concurrent_writers_and_readers_are_safe() {
                 MirrorConfig {
                     slots_per_leg: 2,
                     workers_per_leg: 2,
+                    ..MirrorConfig::default()
                 },
             )
             .unwrap(),
@@ -525,6 +526,7 @@ fn sync_requests_from_callbacks_do_not_deadlock() {
             MirrorConfig {
                 slots_per_leg: 1,
                 workers_per_leg: 1,
+                ..MirrorConfig::default()
             },
         )
         .unwrap(),
@@ -577,6 +579,7 @@ fn best_effort_read_overtakes_queued_idle_writes() {
             MirrorConfig {
                 slots_per_leg: 1,
                 workers_per_leg: 4,
+                ..MirrorConfig::default()
             },
         )
         .unwrap(),
@@ -631,4 +634,45 @@ fn best_effort_read_overtakes_queued_idle_writes() {
     let mut rest: Vec<u64> = log[2..].iter().map(|&(_, b)| b).collect();
     rest.sort();
     assert_eq!(rest, [2, 3, 4]);
+}
+
+#[test]
+fn a_leg_failing_reads_becomes_suspect_keeps_writes_and_is_read_last() {
+    use keelfs_engine::device::{Fault, FaultDevice, FaultRule, Op};
+    let mems: Vec<DeviceRef> = (0..2)
+        .map(|i| Arc::new(MemDevice::new(format!("m{i}"), 64 * 4096)) as DeviceRef)
+        .collect();
+    let faulty = Arc::new(FaultDevice::new(mems[0].clone()));
+    let config = MirrorConfig {
+        suspect_after_read_errors: 3,
+        ..MirrorConfig::default()
+    };
+    let set = MirrorSet::with_config(vec![faulty.clone(), mems[1].clone()], 4096, config).unwrap();
+    let rule = faulty
+        .add_rule(FaultRule::new(Op::Read, Fault::Fail))
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    for _ in 0..8 {
+        set.read_sync(1, &mut buf).unwrap();
+    }
+    assert!(set.is_suspect(0), "suspect after 3 read errors");
+    assert_eq!(set.suspect_legs().failed_legs(), vec![0]);
+    assert_eq!(set.leg_state(0), LegState::InService, "still in service");
+    faulty.remove_rule(rule);
+    for _ in 0..6 {
+        assert_eq!(set.read_order(), vec![1, 0], "the suspect leg is read last");
+        assert_eq!(set.read_sync(1, &mut buf).unwrap(), 1);
+    }
+    set.write_sync(4, &[7u8; 4096]).unwrap();
+    let mut on_leg0 = vec![0u8; 4096];
+    mems[0].read_at(4 * 4096, &mut on_leg0).unwrap();
+    assert_eq!(on_leg0, vec![7u8; 4096], "writes still reach it");
+    // The other leg gone: the suspect one still serves.
+    set.mark_failed(1);
+    assert_eq!(set.read_sync(4, &mut buf).unwrap(), 0);
+    set.mark_in_service(1);
+    set.clear_suspect(0);
+    assert!(!set.is_suspect(0));
+    let legs: std::collections::BTreeSet<usize> = (0..4).map(|_| set.read_order()[0]).collect();
+    assert_eq!(legs.len(), 2, "round-robin again");
 }

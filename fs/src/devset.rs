@@ -18,12 +18,24 @@
 //!   newest member table agrees with. It picks the authoritative superblock
 //!   (highest header generation) and reports, as a typed [`SetReport`],
 //!   members with no device (missing), members marked failed or resyncing,
-//!   legs whose superblock generation is older than the newest (stale: they
-//!   missed writes), legs read from their backup copy, and whether unknown
+//!   stale legs, legs read from their backup copy, and whether unknown
 //!   read-only-compatible features force a read-only mount. Failed,
 //!   resyncing and stale legs are taken out of service in the set's
 //!   [`MirrorSet`], so nothing is read from them until a resync puts them
-//!   back. Unknown incompatible features are refused.
+//!   back; members flagged "needs check" are suspect in it (read last).
+//!   Unknown incompatible features are refused.
+//! * Stale is judged by what the newest superblock says of the member, not
+//!   by the leg's own superblock: a leg is stale when the newest member
+//!   table's `last_transaction` for it is older than the newest generation
+//!   (transactions were committed while it was away). A leg whose own
+//!   superblock is merely older — a power cut between the legs' superblock
+//!   writes, which are not atomic across legs — but which the newest table
+//!   records as holding the newest transaction missed nothing and is
+//!   trusted.
+//! * The set can grow while mounted ([`DeviceSet::push_leg`], `keelfs
+//!   add`) and a leg's device can change ([`DeviceSet::set_leg`], `keelfs
+//!   replace`): [`DeviceSet::legs`] is a snapshot of the legs as they are
+//!   now. Its mirror set has room for [`MAX_MEMBERS`] legs.
 //! * [`write_superblocks`] writes each leg its own copy (the per-device
 //!   fields differ, so this cannot be one mirrored write): every primary,
 //!   a flush, every backup, a flush. A crash at any instant leaves each leg
@@ -59,8 +71,9 @@ use keelfs_engine::device::{Device, DeviceRef, FileDevice, FileOpenOptions, SECT
 use keelfs_engine::integrity::{
     meta_check, meta_gen, meta_kind, meta_seal, meta_set_gen, meta_set_kind, TagMismatch, Volume,
 };
-use keelfs_engine::mirror::{ErrorBits, LegState, MirrorSet, Region};
+use keelfs_engine::mirror::{ErrorBits, LegState, MirrorConfig, MirrorSet, Region};
 use keelfs_engine::{DeviceError, EngineError};
+use parking_lot::RwLock;
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
@@ -554,12 +567,13 @@ pub struct MissingMember {
     pub state: MemberState,
 }
 
-/// A leg whose superblock is older than the newest: it missed writes.
+/// A leg that missed writes: the newest member table records an older
+/// last transaction for it than the newest generation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StaleLeg {
     pub member: u32,
     pub device: String,
-    /// Its own generation.
+    /// The last transaction the newest member table says it holds.
     pub generation: u64,
     /// The newest generation of the set.
     pub newest: u64,
@@ -577,8 +591,11 @@ pub struct SetReport {
     pub failed: Vec<u32>,
     /// Members the authoritative table marks as being resynced.
     pub resyncing: Vec<u32>,
-    /// Given legs whose superblock generation is older than the newest.
+    /// Given legs that missed transactions (see [`StaleLeg`]).
     pub stale: Vec<StaleLeg>,
+    /// Members the authoritative table flags "needs check" (they failed
+    /// reads): in use, read last until a scrub finds them good.
+    pub needs_check: Vec<u32>,
     /// Given legs whose superblock came from the backup copy.
     pub backup_used: Vec<u32>,
     /// Unknown read-only-compatible features: mount read-only only.
@@ -613,9 +630,12 @@ impl SetReport {
         }
         for s in &self.stale {
             lines.push(format!(
-                "member {} ({}) is stale: generation {}, newest {}",
+                "member {} ({}) is stale: it holds transaction {}, the newest is {}",
                 s.member, s.device, s.generation, s.newest
             ));
+        }
+        for m in &self.needs_check {
+            lines.push(format!("member {m} failed reads and needs a check (scrub)"));
         }
         for m in &self.backup_used {
             lines.push(format!("member {m}: primary superblock bad, backup used"));
@@ -628,11 +648,13 @@ impl SetReport {
 }
 
 /// The legs of one filesystem, identified and checked. Leg `i` of
-/// [`DeviceSet::mirror`] is `legs()[i]`; legs are in member-index order.
+/// [`DeviceSet::mirror`] is `legs()[i]`; legs given at identify are in
+/// member-index order, legs added since follow.
 pub struct DeviceSet {
     superblock: Superblock,
     generation: u64,
-    legs: Vec<SetLeg>,
+    /// Lock order: leaf (held only to copy or change the list).
+    legs: RwLock<Vec<SetLeg>>,
     mirror: Arc<MirrorSet>,
     volume: Arc<Volume>,
     report: SetReport,
@@ -643,7 +665,7 @@ impl fmt::Debug for DeviceSet {
         f.debug_struct("DeviceSet")
             .field("fs_uuid", &format_uuid(&self.superblock.fs_uuid))
             .field("generation", &self.generation)
-            .field("legs", &self.legs)
+            .field("legs", &*self.legs.read())
             .field("report", &self.report)
             .finish()
     }
@@ -666,9 +688,28 @@ impl DeviceSet {
         self.generation
     }
 
-    /// The given legs, in member-index order (= mirror leg order).
-    pub fn legs(&self) -> &[SetLeg] {
-        &self.legs
+    /// The legs as they are now (a copy), in mirror leg order: those given,
+    /// in member-index order, then those added since.
+    pub fn legs(&self) -> Vec<SetLeg> {
+        self.legs.read().clone()
+    }
+
+    /// Mirror leg `leg`, if there is one.
+    pub fn leg(&self, leg: usize) -> Option<SetLeg> {
+        self.legs.read().get(leg).cloned()
+    }
+
+    /// Records a leg just attached to the mirror set (at mirror position
+    /// `legs().len()`).
+    pub(crate) fn push_leg(&self, leg: SetLeg) {
+        self.legs.write().push(leg);
+    }
+
+    /// Records that mirror leg `leg` is now `new` (a replacement device).
+    pub(crate) fn set_leg(&self, leg: usize, new: SetLeg) {
+        if let Some(l) = self.legs.write().get_mut(leg) {
+            *l = new;
+        }
     }
 
     /// The mirror set over the legs, with failed, resyncing and stale legs
@@ -695,7 +736,7 @@ impl DeviceSet {
 
     /// The mirror leg holding member `member`, if it was given.
     pub fn leg_of_member(&self, member: u32) -> Option<usize> {
-        self.legs.iter().position(|l| l.member == member)
+        self.legs.read().iter().position(|l| l.member == member)
     }
 }
 
@@ -816,7 +857,9 @@ pub fn identify(devices: &[DeviceRef]) -> Result<DeviceSet, FsError> {
             }
             .into());
         }
-        if sb.members.len() != members.len() {
+        // A leg with an older superblock may have missed a leg being added
+        // (its table is shorter); at the same generation the tables agree.
+        if f.generation == auth_gen && sb.members.len() != members.len() {
             return Err(inconsistent(
                 dev.name(),
                 &auth_name,
@@ -865,13 +908,19 @@ pub fn identify(devices: &[DeviceRef]) -> Result<DeviceSet, FsError> {
             MemberState::Resyncing => report.resyncing.push(i),
             MemberState::Absent | MemberState::InUse => {}
         }
+        if m.needs_check && m.state == MemberState::InUse {
+            report.needs_check.push(i);
+        }
     }
+    // Stale: by what the newest table says the member holds (see the
+    // module docs), not by the leg's own superblock generation.
+    let holds = |l: &SetLeg| members[l.member as usize].last_transaction;
     for l in &legs {
-        if l.generation < auth_gen {
+        if holds(l) < auth_gen {
             report.stale.push(StaleLeg {
                 member: l.member,
                 device: l.name().to_string(),
-                generation: l.generation,
+                generation: holds(l),
                 newest: auth_gen,
             });
         }
@@ -881,25 +930,53 @@ pub fn identify(devices: &[DeviceRef]) -> Result<DeviceSet, FsError> {
     }
 
     let block_size = auth_sb.layout.block_size;
-    let mirror = Arc::new(MirrorSet::new(
+    let config = MirrorConfig {
+        max_legs: MAX_MEMBERS,
+        ..MirrorConfig::default()
+    };
+    let mirror = Arc::new(MirrorSet::with_config(
         legs.iter().map(|l| l.device.clone()).collect(),
         block_size,
+        config,
     )?);
     for (p, l) in legs.iter().enumerate() {
-        let state = members[l.member as usize].state;
-        let untrusted = matches!(state, MemberState::Failed | MemberState::Resyncing)
-            || l.generation < auth_gen;
+        let m = &members[l.member as usize];
+        let untrusted =
+            matches!(m.state, MemberState::Failed | MemberState::Resyncing) || holds(l) < auth_gen;
         if untrusted {
             mirror.mark_failed(p);
+        } else if m.needs_check {
+            mirror.mark_suspect(p);
         }
     }
+    let volume = Volume::new(mirror.clone(), auth_sb.fs_uuid).with_kind_names(kind_name);
     Ok(DeviceSet {
-        volume: Arc::new(Volume::new(mirror.clone(), auth_sb.fs_uuid)),
+        volume: Arc::new(volume),
         superblock: auth_sb,
         generation: auth_gen,
-        legs,
+        legs: RwLock::new(legs),
         mirror,
         report,
+    })
+}
+
+/// The name of metadata block kind `kind` (§2), for log lines.
+fn kind_name(kind: u16) -> Option<&'static str> {
+    Some(match BlockKind::from_u16(kind).ok()? {
+        BlockKind::Superblock => "superblock",
+        BlockKind::JournalSuperblock => "journal superblock",
+        BlockKind::JournalDescriptor => "journal descriptor",
+        BlockKind::JournalCommit => "journal commit",
+        BlockKind::BlockBitmap => "block bitmap",
+        BlockKind::InodeBitmap => "inode bitmap",
+        BlockKind::InodeTable => "inode table",
+        BlockKind::TagTable => "tag table",
+        BlockKind::ExtentNode => "extent node",
+        BlockKind::DirLeaf => "directory leaf",
+        BlockKind::DirNode => "directory node",
+        BlockKind::Xattr => "xattr block",
+        BlockKind::Overflow => "symlink overflow",
+        BlockKind::JournalRevoke => "journal revoke",
     })
 }
 
@@ -939,7 +1016,7 @@ pub fn write_superblocks(
         ));
     }
     let targets: Vec<(usize, u32)> =
-        set.legs
+        set.legs()
             .iter()
             .enumerate()
             .filter(|(p, l)| {

@@ -1,7 +1,8 @@
 //! `keelfs replace MOUNTPOINT OLD NEW` through a real mount: a leg is
 //! replaced by a fresh image while files are in use; the command shows the
 //! resync's progress and ends with the new leg in service; the data reads
-//! back, both legs are ONLINE in `keelfs status`, and the set of the old
+//! back, both legs are ONLINE in `keelfs status` (which names the new
+//! device, not the old one), and the set of the old
 //! leg and the new one is clean for fsck; the next mount uses the new leg.
 //!
 //! Needs root and /dev/fuse (skipped otherwise).
@@ -41,6 +42,16 @@ fn replace_a_leg_while_mounted() {
     assert!(text.contains(": finished"), "{text}");
     let (_, status) = keelfs(&["status", mnt]);
     assert!(status.contains(" state: ONLINE"), "{status}");
+    // The leg is shown by the device it has now.
+    let leg_lines: Vec<&str> = status.lines().filter(|l| l.starts_with("\t  ")).collect();
+    assert!(
+        leg_lines.iter().any(|l| l.contains("fresh.img")),
+        "{status}"
+    );
+    assert!(
+        !leg_lines.iter().any(|l| l.contains("leg1.img")),
+        "{status}"
+    );
     fs::write("/proc/sys/vm/drop_caches", b"1").unwrap();
     for (i, data) in files.iter().enumerate() {
         assert!(fs::read(m.path(&format!("f{i}"))).unwrap() == *data);

@@ -324,3 +324,95 @@ fn scrub_reports_a_block_bad_on_every_leg_and_touches_nothing_else() {
     assert_bytes(&read_all(&fs, other), &data, "other file");
     fs.unmount().unwrap();
 }
+
+#[test]
+fn a_leg_failing_reads_keeps_writes_is_marked_for_checking_and_a_clean_scrub_clears_it() {
+    use keelfs_fs::fuse::status::{LegHealth, StatusReport};
+    let needs_check = |mem: &MemDevice| -> Vec<bool> {
+        read_superblock(mem)
+            .unwrap()
+            .members
+            .iter()
+            .map(|m| m.needs_check)
+            .collect()
+    };
+    let health = |fs: &Fs| -> Vec<LegHealth> {
+        StatusReport::collect(fs, "src", std::path::Path::new("/mnt"), (0, 0))
+            .legs
+            .iter()
+            .map(|l| l.health)
+            .collect()
+    };
+    let legs = FaultyLegs::new(2);
+    let fs = legs.mount();
+    let ino = new_file(&fs);
+    let data = pattern(31, 256 * 1024);
+    fs.write(ino, 0, &data).unwrap();
+    fs.fsync(ino, false).unwrap();
+    let mirror = fs.device_set().mirror().clone();
+
+    // Leg 1 fails every read (not its writes): reads fall back to leg 0,
+    // until leg 1 is suspect and reads go to leg 0 first.
+    let rule = legs.faults[1]
+        .add_rule(FaultRule::new(Op::Read, Fault::Fail))
+        .unwrap();
+    for _ in 0..40 {
+        fs.cache().flush().unwrap();
+        assert_bytes(
+            &fs.read(ino, 0, 64 * 1024).unwrap(),
+            &data[..64 * 1024],
+            "read",
+        );
+        if mirror.is_suspect(1) {
+            break;
+        }
+    }
+    assert!(mirror.is_suspect(1), "leg 1 suspect after its read errors");
+    assert_eq!(
+        mirror.leg_state(1),
+        keelfs_engine::mirror::LegState::InService
+    );
+    fs.check_legs();
+    assert_eq!(needs_check(&legs.mems[0]), vec![false, true], "recorded");
+    assert_eq!(health(&fs), vec![LegHealth::Online, LegHealth::Suspect]);
+    let errors = mirror.leg_stats(1).snapshot().read_errors;
+    for _ in 0..10 {
+        assert_bytes(&read_all(&fs, ino), &data, "served by leg 0");
+    }
+    assert_eq!(
+        mirror.leg_stats(1).snapshot().read_errors,
+        errors,
+        "the suspect leg is not read while leg 0 serves"
+    );
+    // Writes still go to it.
+    let written = mirror.leg_stats(1).snapshot().bytes_written;
+    fs.write(ino, 0, b"still mirrored").unwrap();
+    fs.fsync(ino, false).unwrap();
+    assert!(mirror.leg_stats(1).snapshot().bytes_written > written);
+
+    // A scrub that still meets read errors leaves it marked.
+    let p = ScrubProgress::default();
+    fs.scrub(&p).unwrap();
+    assert!(mirror.is_suspect(1));
+    fs.unmount().unwrap();
+    legs.faults[1].remove_rule(rule);
+
+    // The mark survives a remount; a scrub that finds the leg good clears it.
+    let fs = legs.mount();
+    let mirror = fs.device_set().mirror().clone();
+    assert_eq!(fs.device_set().report().needs_check, vec![1]);
+    assert!(mirror.is_suspect(1), "suspect again at mount");
+    let p = ScrubProgress::default();
+    fs.scrub(&p).unwrap();
+    assert_eq!(p.cleared.load(Ordering::Relaxed), 1);
+    assert!(!mirror.is_suspect(1));
+    assert_eq!(needs_check(&legs.mems[0]), vec![false, false], "cleared");
+    assert_eq!(needs_check(&legs.mems[1]), vec![false, false]);
+    assert_eq!(health(&fs)[1], LegHealth::Online, "no error this mount");
+    let mut want = data.clone();
+    want[..14].copy_from_slice(b"still mirrored");
+    mirror.mark_failed(0);
+    assert_bytes(&read_all(&fs, ino), &want, "leg 1 alone");
+    mirror.mark_in_service(0);
+    fs.unmount().unwrap();
+}

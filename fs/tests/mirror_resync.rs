@@ -295,3 +295,104 @@ fn a_leg_recorded_failed_that_comes_back_is_resynced() {
     assert_bytes(&read_all(&fs, ino), &data, "after the resync");
     fs.unmount().unwrap();
 }
+
+#[test]
+fn a_leg_added_to_a_single_device_filesystem_is_resynced_while_written() {
+    let one = Legs::mem(1, 64 * MIB, &Default::default());
+    let fs = Arc::new(one.mount());
+    let mut written = Vec::new();
+    for i in 0..4u64 {
+        let ino = named_file(&fs, &format!("before{i}"));
+        let data = pattern(300 + i, 2 << 20);
+        fs.write(ino, 0, &data).unwrap();
+        written.push((ino, data));
+    }
+    fs.sync_all().unwrap();
+    // Refused: too small, holding a filesystem (without force).
+    let small = Arc::new(MemDevice::new("small", MIB));
+    assert!(fs.add_leg(small as DeviceRef, false).is_err());
+    let other = Legs::mem(1, 64 * MIB, &Default::default());
+    let err = fs.add_leg(other.devices[0].clone(), false).unwrap_err();
+    assert!(err.to_string().contains("holds a keelfs"), "{err}");
+    assert_eq!(fs.device_set().legs().len(), 1, "nothing added");
+
+    let new = Arc::new(MemDevice::new("new", 64 * MIB));
+    let leg = fs.add_leg(new.clone() as DeviceRef, false).unwrap();
+    assert_eq!(leg, 1);
+    let mirror = fs.device_set().mirror().clone();
+    assert_eq!(mirror.leg_state(1), LegState::Resyncing);
+    assert_eq!(
+        member_states(&one.mems[0]),
+        vec![MemberState::InUse, MemberState::Resyncing],
+        "the old leg records the new member"
+    );
+    assert_eq!(member_states(&new), member_states(&one.mems[0]));
+    assert!(Fs::start_resync(&fs).unwrap());
+    let job = fs.resync_jobs().last().unwrap().clone();
+    let mut during = 0;
+    for round in 0..20u64 {
+        let ino = named_file(&fs, &format!("during{round}"));
+        let data = pattern(400 + round, 128 * 1024);
+        fs.write(ino, 0, &data).unwrap();
+        if !job.finished.load(Ordering::Relaxed) {
+            during += 1;
+        }
+        written.push((ino, data));
+        fs.sync_all().unwrap();
+    }
+    fs.wait_resync();
+    assert!(job.succeeded.load(Ordering::Relaxed), "{}", job.describe());
+    assert!(during > 0, "no write happened while the resync ran");
+    assert_eq!(mirror.leg_state(1), LegState::InService);
+    unmount(fs);
+    assert_eq!(
+        member_states(&new),
+        vec![MemberState::InUse, MemberState::InUse]
+    );
+    assert_legs_identical(&one.mems[0], &new);
+    let two = Legs {
+        mems: vec![one.mems[0].clone(), new.clone()],
+        devices: vec![one.devices[0].clone(), new.clone() as DeviceRef],
+    };
+    assert_fsck_clean(&two);
+    let fs = two.mount();
+    assert_eq!(fs.device_set().mirror().in_service().count(), 2);
+    assert!(!fs.device_set().report().is_degraded());
+    fs.unmount().unwrap();
+    // The added leg alone serves every file.
+    let fs = Fs::mount(vec![new.clone() as DeviceRef], &degraded()).unwrap();
+    for (ino, data) in &written {
+        assert_bytes(&read_all(&fs, *ino), data, "from the added leg");
+    }
+    drop(fs);
+}
+
+#[test]
+fn a_crash_before_the_old_legs_record_an_added_leg_leaves_the_set_as_it_was() {
+    let one = Legs::mem(1, 16 * MIB, &Default::default());
+    let fs = one.mount();
+    let before = read_superblock(&*one.mems[0]).unwrap();
+    // The new device's superblocks as `add_leg` writes them first.
+    let new = Arc::new(MemDevice::new("new", 16 * MIB));
+    let mut sb = before.clone();
+    sb.members.push(keelfs_fs::format::superblock::Member {
+        uuid: [9; 16],
+        state: MemberState::Resyncing,
+        ..Default::default()
+    });
+    let gen = fs.device_set().generation();
+    for address in [0, sb.layout.backup_superblock] {
+        let block = keelfs_fs::devset::encode_superblock_block(&sb, 1, address, gen).unwrap();
+        new.write_at(address * 4096, &block).unwrap();
+    }
+    drop(fs); // crash
+    let err = Fs::mount(
+        vec![one.devices[0].clone(), new.clone() as DeviceRef],
+        &degraded(),
+    )
+    .err()
+    .expect("the half-added device is refused");
+    assert!(err.to_string().contains("has 1 legs"), "{err}");
+    let fs = one.mount();
+    fs.unmount().unwrap();
+}

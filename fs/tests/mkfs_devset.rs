@@ -431,10 +431,15 @@ fn missing_failed_and_stale_legs_are_reported() {
     );
     assert!(r.describe()[0].contains("missing"), "{:?}", r.describe());
 
-    // Leg 1 misses a superblock write: it is stale, and out of service.
+    // Leg 1 misses transactions (out of service while legs 0 and 2 took
+    // transaction 5, as their table records): it is stale, and out of
+    // service.
     let set = identify(&devs).unwrap();
     set.mirror().mark_failed(1);
-    let bits = write_superblocks(&set, set.superblock(), 5).unwrap();
+    let mut newer = set.superblock().clone();
+    newer.members[0].last_transaction = 5;
+    newer.members[2].last_transaction = 5;
+    let bits = write_superblocks(&set, &newer, 5).unwrap();
     assert!(bits.is_clear());
     let set = identify(&[devs[2].clone(), devs[1].clone(), devs[0].clone()]).unwrap();
     assert_eq!(set.generation(), 5);
@@ -454,6 +459,7 @@ fn missing_failed_and_stale_legs_are_reported() {
     // service.
     let mut failed = set.superblock().clone();
     failed.members[2].state = MemberState::Failed;
+    failed.members[0].last_transaction = 6;
     write_superblocks(&set, &failed, 6).unwrap();
     let set = identify(&devs).unwrap();
     let r = set.report();
@@ -464,6 +470,63 @@ fn missing_failed_and_stale_legs_are_reported() {
         read_superblock_copy(devs[2].as_ref()).unwrap().generation,
         5
     );
+}
+
+#[test]
+fn a_leg_that_missed_only_a_superblock_write_is_not_stale() {
+    // A power cut between the legs' superblock writes: leg 1 keeps
+    // generation 1, but the newest table (leg 0's) records that it holds
+    // transaction 7 too: it missed nothing and is trusted.
+    let (_mems, devs) = mem_legs(2, 16 * MIB);
+    format(&devs, &MkfsOptions::default()).unwrap();
+    let set = identify(&devs).unwrap();
+    let mut sb = set.superblock().clone();
+    sb.members[0].last_transaction = 7;
+    sb.members[1].last_transaction = 7;
+    set.mirror().mark_failed(1); // only leg 0 gets the write
+    write_superblocks(&set, &sb, 7).unwrap();
+    assert_eq!(
+        read_superblock_copy(devs[1].as_ref()).unwrap().generation,
+        1
+    );
+    let set = identify(&devs).unwrap();
+    assert_eq!(set.generation(), 7);
+    assert!(!set.report().is_degraded(), "{:?}", set.report());
+    assert_eq!(set.mirror().in_service().count(), 2);
+    // The same leg, when the table says it holds an older transaction,
+    // was away: stale.
+    sb.members[0].last_transaction = 8;
+    sb.members[1].last_transaction = 3;
+    let set = identify(&devs).unwrap();
+    set.mirror().mark_failed(1);
+    write_superblocks(&set, &sb, 8).unwrap();
+    let set = identify(&devs).unwrap();
+    let r = set.report();
+    assert_eq!(
+        r.stale
+            .iter()
+            .map(|s| (s.member, s.generation, s.newest))
+            .collect::<Vec<_>>(),
+        [(1, 3, 8)]
+    );
+    assert_eq!(set.mirror().leg_state(1), LegState::Failed);
+}
+
+#[test]
+fn a_member_flagged_needs_check_is_suspect_but_in_use() {
+    let (_mems, devs) = mem_legs(2, 16 * MIB);
+    format(&devs, &MkfsOptions::default()).unwrap();
+    let set = identify(&devs).unwrap();
+    let mut sb = set.superblock().clone();
+    sb.members[1].needs_check = true;
+    write_superblocks(&set, &sb, 1).unwrap();
+    let set = identify(&devs).unwrap();
+    let r = set.report();
+    assert_eq!(r.needs_check, vec![1]);
+    assert!(!r.is_degraded(), "in use, not degraded");
+    assert!(set.mirror().is_suspect(1) && !set.mirror().is_suspect(0));
+    assert_eq!(set.mirror().leg_state(1), LegState::InService);
+    assert_eq!(set.mirror().read_order()[0], 0, "read last");
 }
 
 #[test]

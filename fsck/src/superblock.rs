@@ -90,7 +90,7 @@ impl Checker<'_> {
                     p,
                     true,
                     format!(
-                        "{} is stale: its superblock has generation {}, the newest is {}; its \
+                        "{} is stale: it holds transaction {}, the newest is {}; its \
                          blocks are checked against the other legs",
                         self.leg_name(leg),
                         s.generation,

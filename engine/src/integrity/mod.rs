@@ -16,12 +16,18 @@
 //!   the first good copy is returned, and every bad copy seen on the way is
 //!   rewritten from it (healed) and counted on its leg (`checksum_errors`
 //!   or `read_errors`, then `healed`).
+//! * Each heal is logged once, as a warning: the leg and its device, the
+//!   blocks, why the copy was bad, the leg it was copied from, and what the
+//!   blocks are — for metadata the kind in the good copy's header (named
+//!   by [`Volume::with_kind_names`]), for data what the caller says
+//!   ([`Volume::read_data_for`]: the filesystem names the file and offset).
 //! * With no good copy on any in-service leg the caller gets
 //!   [`EngineError::NoGoodCopy`] and the offending blocks of its buffer are
 //!   zeroed: never the bad bytes.
-//! * A heal never undoes a newer write: it holds its blocks exclusive
-//!   against this volume's writes (a block-range fence), re-reads the good copy and
-//!   re-verifies it before writing it out, and skips a block that changed.
+//! * A heal never undoes a newer write: it holds its blocks exclusive in the
+//!   mirror set's block-range fence (which every write through the set
+//!   holds shared), re-reads the good copy and re-verifies it before
+//!   writing it out, and skips a block that changed.
 //! * Copies on legs the read did not need are not looked at (as in btrfs
 //!   and ZFS, finding those is scrub's job: [`Volume::verify_leg_meta`] and
 //!   [`Volume::verify_leg_data`] check one leg without healing).
@@ -29,14 +35,14 @@
 //! Relies on: the mirror layer for fan-out, leg state and counters; the
 //! filesystem to keep data tags (and, for lost-write detection, the
 //! generations of metadata blocks) in the structures that point at them;
-//! all writes to the blocks it reads going through this `Volume` (writes
-//! straight to the `MirrorSet` are not fenced against heals). Failed legs
-//! are neither read nor healed: they may hold stale but well-formed blocks.
+//! every write to the blocks going through the `MirrorSet` (whose fence
+//! keeps heals from undoing them). Failed legs are neither read nor
+//! healed: they may hold stale but well-formed blocks.
 //!
-//! Lock order: a block range of the fence (shared for writes, exclusive for
-//! heals; never two at once), then the mirror's scheduler slots.
+//! Lock order: a block range of the mirror's fence (shared for writes,
+//! exclusive for heals; never two at once), then the mirror's scheduler
+//! slots.
 
-mod fence;
 mod resync;
 mod scrub;
 pub mod tag;
@@ -51,7 +57,6 @@ pub use tag::{
 use crate::bufio::BlockStore;
 use crate::error::{EngineError, EngineResult};
 use crate::mirror::{ErrorBits, MirrorSet, Region};
-use fence::RangeFence;
 use std::fmt;
 use std::sync::Arc;
 
@@ -87,13 +92,19 @@ pub struct BadCopy {
 /// A tag check of one block of a request: (index in the request, bytes).
 type Check<'a> = dyn Fn(usize, &[u8]) -> Result<(), TagMismatch> + 'a;
 
+/// What a block is, for the log line of its heal: (block, good copy).
+type Describe<'a> = dyn Fn(u64, &[u8]) -> String + 'a;
+
+/// Names of the metadata block kinds (the `kind` of the 48-byte header),
+/// which the filesystem chooses.
+pub type KindNames = fn(u16) -> Option<&'static str>;
+
 /// The integrity-protected view of a mirror set. See the module docs.
 pub struct Volume {
     set: Arc<MirrorSet>,
     fs_uuid: [u8; 16],
     block_size: usize,
-    /// Keeps heals from undoing concurrent writes; see [`fence`].
-    fence: RangeFence,
+    kind_names: Option<KindNames>,
 }
 
 impl fmt::Debug for Volume {
@@ -112,7 +123,23 @@ impl Volume {
             set,
             fs_uuid,
             block_size,
-            fence: RangeFence::new(),
+            kind_names: None,
+        }
+    }
+
+    /// Names metadata kinds in heal log lines with `names`.
+    #[must_use]
+    pub fn with_kind_names(mut self, names: KindNames) -> Volume {
+        self.kind_names = Some(names);
+        self
+    }
+
+    /// "metadata (kind NAME)" for a metadata block whose good copy is `good`.
+    fn describe_meta(&self, good: &[u8]) -> String {
+        let kind = meta_kind(good);
+        match self.kind_names.and_then(|f| f(kind)) {
+            Some(name) => format!("metadata ({name}, kind {kind})"),
+            None => format!("metadata (kind {kind})"),
         }
     }
 
@@ -166,7 +193,8 @@ impl Volume {
         let uuid = self.fs_uuid;
         let check =
             |i: usize, b: &[u8]| meta_check(first + i as u64, &uuid, b, expect_gens.map(|g| g[i]));
-        self.read_verified(first, buf, &check)
+        let describe = |_: u64, good: &[u8]| self.describe_meta(good);
+        self.read_verified(first, buf, &check, &describe)
     }
 
     /// Seal (magic, address, uuid, crc) each block of `buf` for a run at
@@ -187,7 +215,6 @@ impl Volume {
     pub fn write_meta_run(&self, first: u64, buf: &mut [u8]) -> EngineResult<ErrorBits> {
         self.set.check_range(first, buf.len())?;
         self.seal_run(first, buf);
-        let _fence = self.fence.shared(first, self.blocks_in(buf) as u64);
         self.set.write_sync(first, buf)
     }
 
@@ -210,7 +237,6 @@ impl Volume {
         data: &[u8],
     ) -> EngineResult<(Vec<Tag>, ErrorBits)> {
         self.set.check_range(first, data.len())?;
-        let _fence = self.fence.shared(first, self.blocks_in(data) as u64);
         // The tags depend on nothing the write changes: compute them while
         // the other legs are being written.
         let mut tags = Vec::new();
@@ -239,7 +265,6 @@ impl Volume {
                 )));
             }
         }
-        let _fence = self.fence.shared(first, tags.len() as u64);
         self.set.write_sync(first, data)
     }
 
@@ -247,10 +272,22 @@ impl Volume {
     /// the range is read from one leg, and each bad block from the next
     /// legs; bad copies met are healed.
     pub fn read_data(&self, first: u64, buf: &mut [u8], expected: &[Tag]) -> EngineResult<()> {
+        self.read_data_for(first, buf, expected, &|_| "data".to_string())
+    }
+
+    /// [`Volume::read_data`], with `describe(block)` saying what a block is
+    /// in the log line of its heal (e.g. "inode 12 offset 8192").
+    pub fn read_data_for(
+        &self,
+        first: u64,
+        buf: &mut [u8],
+        expected: &[Tag],
+        describe: &dyn Fn(u64) -> String,
+    ) -> EngineResult<()> {
         self.set.check_range(first, buf.len())?;
         self.check_count(expected.len(), buf, "tags")?;
         let check = |i: usize, b: &[u8]| data_check(first + i as u64, b, &expected[i]);
-        self.read_verified(first, buf, &check)
+        self.read_verified(first, buf, &check, &|block, _| describe(block))
     }
 
     // ---- checks of one leg, without healing ---------------------------
@@ -343,7 +380,13 @@ impl Volume {
     /// (a device does not say which sector failed), so the whole run is
     /// rewritten there: a rewrite is also what makes a disk remap a bad
     /// sector.
-    fn read_verified(&self, first: u64, buf: &mut [u8], check: &Check<'_>) -> EngineResult<()> {
+    fn read_verified(
+        &self,
+        first: u64,
+        buf: &mut [u8],
+        check: &Check<'_>,
+        describe: &Describe<'_>,
+    ) -> EngineResult<()> {
         let bs = self.block_size;
         let n = self.blocks_in(buf);
         let order = self.set.read_order();
@@ -398,15 +441,14 @@ impl Volume {
                     .all(|b| matches!(b.problem, CopyProblem::Mismatch(TagMismatch::Unwritten)))
         };
         for b in &bad {
-            if let CopyProblem::Mismatch(m) = &b.problem {
+            if let CopyProblem::Mismatch(_) = &b.problem {
                 if !never_written(b.block) {
-                    log::warn!("leg {} block {}: {m}", b.leg, b.block);
                     self.set.leg_stats(b.leg).record_checksum_errors(1);
                 }
             }
         }
         if !bad.is_empty() {
-            self.heal(first, &good_leg, &bad, check);
+            self.heal(first, &good_leg, &bad, check, describe);
         }
         let Some(lost) = good_leg.iter().position(Option::is_none) else {
             return Ok(());
@@ -439,7 +481,14 @@ impl Volume {
 
     /// Rewrite every bad copy that has a good one, in runs of blocks that
     /// share a source leg and a set of bad legs.
-    fn heal(&self, first: u64, good_leg: &[Option<usize>], bad: &[BadCopy], check: &Check<'_>) {
+    fn heal(
+        &self,
+        first: u64,
+        good_leg: &[Option<usize>],
+        bad: &[BadCopy],
+        check: &Check<'_>,
+        describe: &Describe<'_>,
+    ) {
         let mut bad_legs = vec![ErrorBits::NONE; good_leg.len()];
         for b in bad {
             let i = (b.block - first) as usize;
@@ -457,25 +506,30 @@ impl Volume {
             if let (Some(source), targets) = key {
                 if !targets.is_clear() {
                     let offset_check = |k: usize, b: &[u8]| check(i + k, b);
-                    self.heal_run(first + i as u64, j - i, source, targets, &offset_check);
+                    let run = HealRun {
+                        block: first + i as u64,
+                        count: j - i,
+                        source,
+                        targets,
+                    };
+                    self.heal_run(&run, &offset_check, bad, describe);
                 }
             }
             i = j;
         }
     }
 
-    /// Copy `count` blocks at `block` from leg `source` to legs `targets`,
-    /// under the fence, re-verifying each block first.
-    fn heal_run(
-        &self,
-        block: u64,
-        count: usize,
-        source: usize,
-        targets: ErrorBits,
-        check: &Check<'_>,
-    ) {
+    /// Copy a run from its source leg to its target legs, under the
+    /// fence, re-verifying each block first; log each heal once.
+    fn heal_run(&self, run: &HealRun, check: &Check<'_>, bad: &[BadCopy], describe: &Describe<'_>) {
         let bs = self.block_size;
-        let _fence = self.fence.exclusive(block, count as u64);
+        let HealRun {
+            block,
+            count,
+            source,
+            targets,
+        } = *run;
+        let fence = self.set.fence_exclusive(block, count as u64);
         let targets: Vec<usize> = targets
             .legs()
             .filter(|&l| self.set.in_service().has(l))
@@ -489,24 +543,30 @@ impl Volume {
         let still_good = |k: usize| check(k, &copy[k * bs..(k + 1) * bs]).is_ok();
         for (start, end) in runs_of(count, still_good) {
             let n = (end - start) as u64;
-            let regions: Vec<Region> = targets
-                .iter()
-                .map(|&leg| Region::new(leg, block + start as u64, n))
-                .collect();
-            match self
-                .set
-                .write_regions_sync(&regions, &copy[start * bs..end * bs])
-            {
+            let at = block + start as u64;
+            let regions: Vec<Region> = targets.iter().map(|&leg| Region::new(leg, at, n)).collect();
+            let bytes = &copy[start * bs..end * bs];
+            match self.set.write_regions_held(&fence, &regions, bytes) {
                 Ok(failed) => {
+                    let what = describe(at, &bytes[..bs]);
                     for &leg in targets.iter().filter(|&&l| !failed.has(l)) {
                         self.set.leg_stats(leg).record_healed(n);
-                        log::info!(
-                            "healed blocks {}+{n} on leg {leg} from leg {source}",
-                            block + start as u64
+                        let why = bad
+                            .iter()
+                            .find(|b| b.leg == leg && b.block == at)
+                            .map_or_else(|| "bad copy".to_string(), |b| b.problem.to_string());
+                        let blocks = if n == 1 {
+                            format!("block {at}")
+                        } else {
+                            format!("blocks {at}+{n}")
+                        };
+                        log::warn!(
+                            "healed leg {leg} ({}) {blocks}: {what}: {why}; rewritten from leg {source}",
+                            self.set.leg_device(leg).name()
                         );
                     }
                 }
-                Err(e) => log::warn!("heal of blocks {block}+{count} failed: {e}"),
+                Err(e) => log::warn!("heal of blocks {at}+{n} failed: {e}"),
             }
         }
     }
@@ -531,6 +591,16 @@ impl Volume {
         }
         Ok(())
     }
+}
+
+/// A run of blocks to heal: `count` blocks at `block`, copied from leg
+/// `source` to legs `targets`.
+#[derive(Debug, Clone, Copy)]
+struct HealRun {
+    block: u64,
+    count: usize,
+    source: usize,
+    targets: ErrorBits,
 }
 
 /// The maximal runs `[start, end)` of `0..n` where `pred` holds.
@@ -576,7 +646,6 @@ impl BlockStore for Volume {
     }
 
     fn discard(&self, first: u64, count: u64) -> EngineResult<()> {
-        let _fence = self.fence.shared(first, count);
         self.set.discard(first, count).map(|_| ())
     }
 }

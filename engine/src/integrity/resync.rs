@@ -2,14 +2,16 @@
 //! legs to one resyncing leg, fenced against concurrent writes.
 //!
 //! Promises ([`Volume::resync_run`]):
-//! * the run is held *exclusive* in the volume's block-range fence while
-//!   the sources are read and the target is written. Writes through the
-//!   volume hold their range shared, and a resyncing leg receives every
-//!   write ([`crate::mirror::LegState::Resyncing`]), so for each block
-//!   either a write finished before the copy (the copy reads its bytes
-//!   from the source) or it starts after the copy (and overwrites the copy
-//!   on every leg, the target included): the copy never puts old bytes
-//!   over a newer write;
+//! * the run is held *exclusive* in the mirror set's block-range fence
+//!   while the sources are read and the target is written. Every write
+//!   through the mirror set — the volume's, and the filesystem's journal
+//!   ring, written straight to the set — holds its range shared and
+//!   chooses its legs only once it holds it, and a resyncing leg receives
+//!   every write ([`crate::mirror::LegState::Resyncing`]), so for each
+//!   block either a write finished before the copy (the copy reads its
+//!   bytes from the source) or it starts after the copy (and overwrites
+//!   the copy on every leg, the target included): the copy never puts old
+//!   bytes over a newer write;
 //! * each block is taken from a copy that passes its check — for
 //!   [`ResyncCheck::Meta`] the valid copy with the highest generation, for
 //!   [`ResyncCheck::Data`] the first copy matching its tag; a block with
@@ -23,7 +25,7 @@
 //!
 //! Relies on: the caller having put the target in the `Resyncing` state
 //! *before* it decided which blocks to copy, and every write to those
-//! blocks going through this volume (writes straight to the mirror set are
+//! blocks going through the mirror set (writes straight to a device are
 //! not fenced).
 
 use super::{data_check, meta_check, meta_gen, Tag, Volume};
@@ -80,7 +82,7 @@ impl Volume {
                 ResyncCheck::Raw => None,
             }
         };
-        let _fence = self.fence.exclusive(first, count);
+        let fence = self.set.fence_exclusive(first, count);
         let sources: Vec<usize> = self
             .set
             .read_order()
@@ -131,7 +133,7 @@ impl Volume {
             }
         }
         self.set
-            .write_regions_sync(&[Region::new(target, first, count)], &out)?;
+            .write_regions_held(&fence, &[Region::new(target, first, count)], &out)?;
         Ok(run)
     }
 }

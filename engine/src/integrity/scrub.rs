@@ -9,7 +9,8 @@
 //!   (a leg holding an older, well-formed copy missed a write);
 //! * bad copies with a good copy elsewhere are rewritten from it by the
 //!   same heal as reads use (fenced against concurrent writes, re-verified
-//!   first), counted as checksum errors and heals on their leg;
+//!   first, logged once), counted as checksum errors and heals on their
+//!   leg; the legs that had any bad copy are in [`ScrubRun::bad_legs`];
 //! * blocks zero on every leg (never written) are neither bad nor lost,
 //!   and for `scrub_meta` neither are blocks no leg holds a metadata
 //!   header in (returned in [`ScrubRun::not_meta`]);
@@ -20,8 +21,9 @@
 //! have (scrub runs idle-class), and on the same fence as every write.
 
 use super::{data_check, meta_check, meta_gen};
-use super::{BadCopy, Check, CopyProblem, Tag, TagMismatch, Volume};
+use super::{BadCopy, Check, CopyProblem, Describe, Tag, TagMismatch, Volume};
 use crate::error::{EngineError, EngineResult};
+use crate::mirror::ErrorBits;
 
 /// What a scrub of a run found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -35,13 +37,27 @@ pub struct ScrubRun {
     /// [`Volume::scrub_meta`]: blocks no leg holds a metadata header in
     /// (not metadata: left alone, not counted).
     pub not_meta: Vec<u64>,
+    /// The legs on which some copy was bad (read error or mismatch).
+    pub bad_legs: ErrorBits,
 }
 
 impl Volume {
     /// Scrubs data blocks `first ..` against `expected` on every leg.
     pub fn scrub_data(&self, first: u64, expected: &[Tag]) -> EngineResult<ScrubRun> {
+        self.scrub_data_for(first, expected, &|_| "data".to_string())
+    }
+
+    /// [`Volume::scrub_data`], with `describe(block)` saying what a block
+    /// is in the log line of its heal.
+    pub fn scrub_data_for(
+        &self,
+        first: u64,
+        expected: &[Tag],
+        describe: &dyn Fn(u64) -> String,
+    ) -> EngineResult<ScrubRun> {
         let check = |i: usize, b: &[u8]| data_check(first + i as u64, b, &expected[i]);
-        self.scrub_with(first, expected.len() as u64, &check, false)
+        let describe = |block: u64, _: &[u8]| describe(block);
+        self.scrub_with(first, expected.len() as u64, &check, false, &describe)
     }
 
     /// Scrubs metadata blocks `first .. first + count` on every leg, the
@@ -49,7 +65,8 @@ impl Volume {
     pub fn scrub_meta(&self, first: u64, count: u64) -> EngineResult<ScrubRun> {
         let uuid = *self.fs_uuid();
         let check = |i: usize, b: &[u8]| meta_check(first + i as u64, &uuid, b, None);
-        self.scrub_with(first, count, &check, true)
+        let describe = |_: u64, good: &[u8]| self.describe_meta(good);
+        self.scrub_with(first, count, &check, true, &describe)
     }
 
     fn scrub_with(
@@ -58,6 +75,7 @@ impl Volume {
         count: u64,
         check: &Check<'_>,
         meta: bool,
+        describe: &Describe<'_>,
     ) -> EngineResult<ScrubRun> {
         let bs = self.block_size;
         let n = count as usize;
@@ -156,10 +174,13 @@ impl Volume {
         });
         for b in &bad {
             if let CopyProblem::Mismatch(m) = &b.problem {
-                log::warn!("scrub: leg {} block {}: {m}", b.leg, b.block);
+                if good_leg[(b.block - first) as usize].is_none() {
+                    log::warn!("scrub: leg {} block {}: {m}", b.leg, b.block);
+                }
                 self.set.leg_stats(b.leg).record_checksum_errors(1);
             }
             run.bad_copies += 1;
+            run.bad_legs.set(b.leg);
         }
         let mut repaired = vec![false; n];
         for b in &bad {
@@ -172,7 +193,7 @@ impl Volume {
         }
         run.repaired = repaired.iter().filter(|r| **r).count() as u64;
         if run.repaired > 0 {
-            self.heal(first, &good_leg, &bad, &full_check);
+            self.heal(first, &good_leg, &bad, &full_check, describe);
         }
         for &block in &run.lost {
             log::error!("scrub: block {block}: no good copy on any leg");

@@ -25,7 +25,20 @@
 //! * A read goes to one in-service leg, round-robin, and on a device error
 //!   falls back to the next. A read error alone does not fail a leg (a bad
 //!   sector is repaired by rewriting it, which the integrity layer does);
-//!   the mirror has no tags and cannot tell good bytes from bad.
+//!   the mirror has no tags and cannot tell good bytes from bad. But a leg
+//!   with [`MirrorConfig::suspect_after_read_errors`] read errors becomes
+//!   *suspect* ([`MirrorSet::is_suspect`]): it keeps taking every write,
+//!   but reads try it only after the other in-service legs, until
+//!   [`MirrorSet::clear_suspect`] (the filesystem's scrub found it good).
+//! * Every write (synchronous, async, plugged, to explicit regions, and
+//!   discards) holds its blocks *shared* in the set's block-range fence
+//!   while it is in flight, and picks its legs only once it holds them; a
+//!   copy between legs (a heal, a resync) holds its blocks *exclusive*
+//!   ([`MirrorSet::fence_exclusive`], [`MirrorSet::write_regions_held`]).
+//!   So a copy never puts old bytes over a newer write, whoever wrote it.
+//! * The set can grow: [`MirrorSet::attach_leg`] adds a leg (up to
+//!   [`MirrorConfig::max_legs`]), which starts failed, so the caller can
+//!   prepare and resync it.
 //! * `flush` is a barrier on every in-service leg, in parallel.
 //! * A [`Plug`] gathers writes, sorts and merges adjacent ones into one
 //!   vectored write per run and leg.
@@ -41,25 +54,31 @@
 //! disk, the outcome of overlapping concurrent writes is unspecified, and
 //! here it may differ between legs).
 //!
-//! Locking: leg state and counters are atomics. Below that, a request takes
-//! a job-queue lock (leaf) to queue, then at most one scheduler slot per leg
-//! job for the length of one device call; slots are never held while waiting
-//! for anything but the device.
+//! Locking: leg state and counters are atomics. A request first takes its
+//! ranges of the fence (all at once, never one while waiting for another);
+//! then it takes a job-queue lock (leaf) to queue, then at most one
+//! scheduler slot per leg job for the length of one device call; slots are
+//! never held while waiting for anything but the device. `workers` (the
+//! thread list) is a leaf lock taken only by `attach_leg` and drop.
 
+mod fence;
 mod plug;
 mod request;
 mod workers;
 
+pub use fence::FenceGuard;
 pub use plug::Plug;
 pub use request::{ErrorBits, Region, MAX_LEGS};
 pub use workers::Callback;
 
-use crate::device::{Device, DeviceRef, SECTOR};
+use crate::device::{Device, DeviceRef, MemDevice, SECTOR};
 use crate::error::{DeviceError, EngineError, EngineResult};
 use crate::ioctx::{self, IoContext};
 use crate::sched::Scheduler;
 use crate::stats::{LegStats, StatsSnapshot};
-use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use fence::RangeFence;
+use parking_lot::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 use workers::{Completion, JobQueue, OpKind};
@@ -104,6 +123,12 @@ pub struct MirrorConfig {
     /// synchronous caller does not do itself. More workers than slots lets
     /// queued work wait in the scheduler, where priority decides.
     pub workers_per_leg: usize,
+    /// Legs the set can grow to with [`MirrorSet::attach_leg`] (fewer than
+    /// the legs given, e.g. 0, means no room to grow).
+    pub max_legs: usize,
+    /// Device read errors on an in-service leg after which it is suspect
+    /// ([`MirrorSet::is_suspect`]): reads go to the other legs first.
+    pub suspect_after_read_errors: u64,
 }
 
 impl Default for MirrorConfig {
@@ -111,9 +136,14 @@ impl Default for MirrorConfig {
         MirrorConfig {
             slots_per_leg: 4,
             workers_per_leg: 4,
+            max_legs: 0,
+            suspect_after_read_errors: DEFAULT_SUSPECT_AFTER_READ_ERRORS,
         }
     }
 }
+
+/// The default of [`MirrorConfig::suspect_after_read_errors`].
+pub const DEFAULT_SUSPECT_AFTER_READ_ERRORS: u64 = 8;
 
 /// The answer to an async read.
 #[derive(Debug)]
@@ -138,12 +168,24 @@ struct Leg {
     stats: LegStats,
     /// A [`LegState`] as `u8`.
     state: AtomicU8,
+    /// Suspect: it failed reads; reads go to other legs first.
+    suspect: AtomicBool,
+    /// Device read errors since it was last found good (or attached).
+    read_errors_unchecked: AtomicU64,
     queue: Arc<JobQueue>,
 }
 
 /// The state shared by a set and its in-flight jobs.
 struct SetShared {
+    /// Every slot the set can grow to; the first `num_legs` are legs.
     legs: Vec<Leg>,
+    /// Legs attached (slots in use); grows only, under `MirrorSet::workers`.
+    num_legs: AtomicUsize,
+    /// Every write holds its blocks shared; copies between legs hold
+    /// theirs exclusive ([`fence`]).
+    fence: Arc<RangeFence>,
+    suspect_after_read_errors: u64,
+    workers_per_leg: usize,
     block_size: u32,
     num_blocks: u64,
     /// Round-robin cursor for reads.
@@ -157,7 +199,9 @@ struct SetShared {
 /// N devices holding the same blocks. See the module documentation.
 pub struct MirrorSet {
     shared: Arc<SetShared>,
-    workers: Vec<thread::JoinHandle<()>>,
+    /// The legs' worker threads; also serialises [`MirrorSet::attach_leg`]
+    /// (lock order: leaf).
+    workers: Mutex<Vec<thread::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for MirrorSet {
@@ -221,33 +265,47 @@ impl MirrorSet {
             )));
         }
         let num_blocks = legs.iter().map(|d| d.size()).min().unwrap_or(0) / u64::from(block_size);
+        let given = legs.len();
+        let slots = config.max_legs.clamp(given, MAX_LEGS);
+        let placeholder: DeviceRef = Arc::new(MemDevice::new("(no device)", 0));
         let legs: Vec<Leg> = legs
             .into_iter()
-            .map(|device| Leg {
+            .chain(std::iter::repeat_n(placeholder, slots - given))
+            .enumerate()
+            .map(|(i, device)| Leg {
                 device: parking_lot::RwLock::new(device),
                 sched: Scheduler::new(config.slots_per_leg),
                 stats: LegStats::new(),
-                state: AtomicU8::new(LegState::InService.as_u8()),
+                state: AtomicU8::new(if i < given {
+                    LegState::InService.as_u8()
+                } else {
+                    LegState::Failed.as_u8()
+                }),
+                suspect: AtomicBool::new(false),
+                read_errors_unchecked: AtomicU64::new(0),
                 queue: Arc::new(JobQueue::new()),
             })
             .collect();
-        let workers = legs
+        let workers_per_leg = config.workers_per_leg.max(1);
+        let workers = legs[..given]
             .iter()
             .enumerate()
-            .flat_map(|(i, leg)| {
-                workers::spawn_workers(leg.queue.clone(), i, config.workers_per_leg.max(1))
-            })
+            .flat_map(|(i, leg)| workers::spawn_workers(leg.queue.clone(), i, workers_per_leg))
             .collect();
         Ok(MirrorSet {
             shared: Arc::new(SetShared {
                 legs,
+                num_legs: AtomicUsize::new(given),
+                fence: RangeFence::new(),
+                suspect_after_read_errors: config.suspect_after_read_errors.max(1),
+                workers_per_leg,
                 block_size,
                 num_blocks,
                 next_read: AtomicUsize::new(0),
                 next_request: AtomicU64::new(0),
                 state_changes: AtomicU64::new(0),
             }),
-            workers,
+            workers: Mutex::new(workers),
         })
     }
 
@@ -260,7 +318,13 @@ impl MirrorSet {
         self.shared.num_blocks
     }
 
+    /// Legs in the set (attached ones: see [`MirrorSet::attach_leg`]).
     pub fn num_legs(&self) -> usize {
+        self.shared.num_legs()
+    }
+
+    /// Legs the set can grow to.
+    pub fn max_legs(&self) -> usize {
         self.shared.legs.len()
     }
 
@@ -269,10 +333,88 @@ impl MirrorSet {
         self.shared.legs[leg].device()
     }
 
+    /// Add `device` as a new leg (turning a single device into a mirror, a
+    /// two-way mirror into a three-way one). The leg starts
+    /// [`LegState::Failed`] — no I/O but explicit regions — until the
+    /// caller has prepared it and marks it resyncing. Refused if the set
+    /// has no room left ([`MirrorConfig::max_legs`]) or the device does
+    /// not hold every block of the set. Returns the new leg's number.
+    pub fn attach_leg(&self, device: DeviceRef) -> EngineResult<usize> {
+        let mut workers = self.workers.lock();
+        let shared = &self.shared;
+        let leg = shared.num_legs();
+        if leg >= shared.legs.len() {
+            return Err(EngineError::Invalid(format!(
+                "the mirror set has room for {} legs, all in use",
+                shared.legs.len()
+            )));
+        }
+        let need = shared.num_blocks * u64::from(shared.block_size);
+        if device.size() < need {
+            return Err(EngineError::Invalid(format!(
+                "{}: {} bytes, but the set needs {need}",
+                device.name(),
+                device.size()
+            )));
+        }
+        let slot = &shared.legs[leg];
+        log::info!("mirror leg {leg} ({}): attached", device.name());
+        *slot.device.write() = device;
+        slot.state
+            .store(LegState::Failed.as_u8(), Ordering::Release);
+        slot.suspect.store(false, Ordering::Relaxed);
+        slot.read_errors_unchecked.store(0, Ordering::Relaxed);
+        slot.stats.reset();
+        workers.extend(workers::spawn_workers(
+            slot.queue.clone(),
+            leg,
+            shared.workers_per_leg,
+        ));
+        shared.num_legs.store(leg + 1, Ordering::Release);
+        shared.state_changes.fetch_add(1, Ordering::Relaxed);
+        Ok(leg)
+    }
+
+    /// Whether `leg` is suspect: it had [`MirrorConfig::suspect_after_read_errors`]
+    /// device read errors (or was marked). A suspect leg still takes every
+    /// write, but reads go to the other in-service legs first.
+    pub fn is_suspect(&self, leg: usize) -> bool {
+        self.shared.legs[leg].suspect.load(Ordering::Acquire)
+    }
+
+    /// Mark `leg` suspect (e.g. as recorded in a superblock).
+    pub fn mark_suspect(&self, leg: usize) {
+        self.shared.set_suspect(leg, true);
+    }
+
+    /// `leg` was checked and found good: no longer suspect, its count of
+    /// read errors starts again.
+    pub fn clear_suspect(&self, leg: usize) {
+        self.shared.legs[leg]
+            .read_errors_unchecked
+            .store(0, Ordering::Relaxed);
+        self.shared.set_suspect(leg, false);
+    }
+
+    /// The suspect legs.
+    pub fn suspect_legs(&self) -> ErrorBits {
+        (0..self.num_legs())
+            .filter(|&l| self.is_suspect(l))
+            .fold(ErrorBits::NONE, ErrorBits::with)
+    }
+
+    /// Hold `count` blocks at `first` against every write through this set
+    /// until the guard is dropped, to copy them between legs
+    /// ([`MirrorSet::write_regions_held`]) without undoing a newer write.
+    /// Do not write through the set otherwise while holding it.
+    pub fn fence_exclusive(&self, first: u64, count: u64) -> FenceGuard {
+        self.shared.fence.exclusive(first, count)
+    }
+
     /// Put `device` in the place of failed leg `leg` (replacing a dead
-    /// disk): the leg stays failed until the caller resyncs it. Refused
-    /// unless the leg is failed and the device holds every block of the
-    /// set.
+    /// disk): the leg stays failed until the caller resyncs it, and its
+    /// counters and suspicion start again. Refused unless the leg is failed
+    /// and the device holds every block of the set.
     pub fn replace_device(&self, leg: usize, device: DeviceRef) -> EngineResult<()> {
         self.shared.check_leg(leg)?;
         if self.leg_state(leg) != LegState::Failed {
@@ -289,7 +431,11 @@ impl MirrorSet {
                 device.size()
             )));
         }
-        *self.shared.legs[leg].device.write() = device;
+        let slot = &self.shared.legs[leg];
+        *slot.device.write() = device;
+        slot.stats.reset();
+        slot.suspect.store(false, Ordering::Relaxed);
+        slot.read_errors_unchecked.store(0, Ordering::Relaxed);
         self.shared.state_changes.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -373,8 +519,8 @@ impl MirrorSet {
         self.shared.check_range(block, len)
     }
 
-    /// In-service legs in the order a read should try them: round-robin
-    /// start, then the others.
+    /// In-service legs in the order a read should try them: the legs that
+    /// are not suspect, from a round-robin start, then the suspect ones.
     pub fn read_order(&self) -> Vec<usize> {
         self.shared.read_order()
     }
@@ -397,6 +543,7 @@ impl MirrorSet {
         meanwhile: impl FnOnce(),
     ) -> EngineResult<ErrorBits> {
         self.shared.check_range(block, data.len())?;
+        let _fence = self.shared.fence_writes(&[(block, data.len())]);
         let legs = self.shared.write_legs_nonempty()?;
         self.write_units_while(
             ioctx::current(),
@@ -415,6 +562,7 @@ impl MirrorSet {
     /// is copied.
     pub fn write_shared_sync(&self, block: u64, data: Arc<[u8]>) -> EngineResult<ErrorBits> {
         self.shared.check_range(block, data.len())?;
+        let _fence = self.shared.fence_writes(&[(block, data.len())]);
         let legs = self.shared.write_legs_nonempty()?;
         self.write_units(
             ioctx::current(),
@@ -432,6 +580,33 @@ impl MirrorSet {
     /// whatever state their legs are. Bits are set for failed regions' legs;
     /// an error only if no region was written.
     pub fn write_regions_sync(&self, regions: &[Region], data: &[u8]) -> EngineResult<ErrorBits> {
+        let ranges: Vec<(u64, usize)> = regions.iter().map(|r| (r.block, data.len())).collect();
+        let _fence = self.shared.fence_writes(&ranges);
+        self.write_regions(regions, data)
+    }
+
+    /// [`MirrorSet::write_regions_sync`] by the holder of `guard`
+    /// ([`MirrorSet::fence_exclusive`]), which must cover every region:
+    /// the copy of a heal or a resync.
+    pub fn write_regions_held(
+        &self,
+        guard: &FenceGuard,
+        regions: &[Region],
+        data: &[u8],
+    ) -> EngineResult<ErrorBits> {
+        if let Some(r) = regions
+            .iter()
+            .find(|r| !guard.covers_exclusive(r.block, r.count))
+        {
+            return Err(EngineError::Invalid(format!(
+                "blocks {}+{} are not held exclusive by the writer",
+                r.block, r.count
+            )));
+        }
+        self.write_regions(regions, data)
+    }
+
+    fn write_regions(&self, regions: &[Region], data: &[u8]) -> EngineResult<ErrorBits> {
         if regions.is_empty() {
             return Ok(ErrorBits::NONE);
         }
@@ -459,20 +634,30 @@ impl MirrorSet {
 
     /// Write `data` at `block` on every in-service leg without waiting;
     /// `done` runs exactly once, on a worker thread, with the error bits.
+    /// The blocks are held in the fence (see [`MirrorSet::fence_exclusive`])
+    /// until every leg has answered: this call may wait for a copy between
+    /// legs of the same blocks to finish.
     pub fn write_async(&self, block: u64, data: Arc<[u8]>, done: Callback) {
         let ctx = ioctx::current();
-        let legs = match self
-            .shared
-            .check_range(block, data.len())
-            .and_then(|_| self.shared.write_legs_nonempty())
-        {
+        if let Err(e) = self.shared.check_range(block, data.len()) {
+            return self
+                .shared
+                .deliver_later(ctx, Box::new(move || done(Err(e))));
+        }
+        let fence = self.shared.fence_writes(&[(block, data.len())]);
+        let legs = match self.shared.write_legs_nonempty() {
             Ok(legs) => legs,
             Err(e) => {
+                drop(fence);
                 return self
                     .shared
-                    .deliver_later(ctx, Box::new(move || done(Err(e))))
+                    .deliver_later(ctx, Box::new(move || done(Err(e))));
             }
         };
+        let done: Callback = Box::new(move |result| {
+            drop(fence);
+            done(result)
+        });
         let segs: Segments = Arc::new(vec![data]);
         let completion = Completion::new(OpKind::Write, legs.count(), &[block], Some(done));
         let request = self.shared.new_request();
@@ -636,6 +821,7 @@ impl MirrorSet {
         if count == 0 {
             return Ok(ErrorBits::NONE);
         }
+        let _fence = self.shared.fence.shared_many(&[(block, count)]);
         let legs = self.shared.write_legs_nonempty()?;
         self.run_on_legs(OpKind::Discard, legs, block, len)
     }
@@ -677,7 +863,7 @@ impl Drop for MirrorSet {
             leg.queue.close();
         }
         let me = thread::current().id();
-        for w in self.workers.drain(..) {
+        for w in self.workers.get_mut().drain(..) {
             // The last handle may be dropped by a callback on a worker.
             if w.thread().id() != me {
                 let _ = w.join();
@@ -728,14 +914,33 @@ impl SetShared {
         moved
     }
 
+    fn num_legs(&self) -> usize {
+        self.num_legs.load(Ordering::Acquire)
+    }
+
+    fn set_suspect(&self, leg: usize, suspect: bool) {
+        if self.legs[leg].suspect.swap(suspect, Ordering::AcqRel) != suspect {
+            self.state_changes.fetch_add(1, Ordering::Relaxed);
+            let name = self.legs[leg].device().name().to_string();
+            if suspect {
+                log::warn!(
+                    "mirror leg {leg} ({name}): suspect (it failed reads): reads go to the \
+                     other legs first, writes still go to it, until a check finds it good"
+                );
+            } else {
+                log::info!("mirror leg {leg} ({name}): checked, no longer suspect");
+            }
+        }
+    }
+
     fn in_service(&self) -> ErrorBits {
-        (0..self.legs.len())
+        (0..self.num_legs())
             .filter(|&l| self.leg_state(l) == LegState::InService)
             .fold(ErrorBits::NONE, ErrorBits::with)
     }
 
     fn write_legs(&self) -> ErrorBits {
-        (0..self.legs.len())
+        (0..self.num_legs())
             .filter(|&l| matches!(self.leg_state(l), LegState::InService | LegState::Resyncing))
             .fold(ErrorBits::NONE, ErrorBits::with)
     }
@@ -749,8 +954,19 @@ impl SetShared {
         Ok(self.write_legs())
     }
 
+    /// In-service legs that are not suspect, round-robin, then the
+    /// suspect ones.
     fn read_order(&self) -> Vec<usize> {
-        let legs = self.in_service().failed_legs();
+        let (suspect, trusted): (Vec<usize>, Vec<usize>) = self
+            .in_service()
+            .failed_legs()
+            .into_iter()
+            .partition(|&l| self.legs[l].suspect.load(Ordering::Acquire));
+        let (legs, last) = if trusted.is_empty() {
+            (suspect, Vec::new())
+        } else {
+            (trusted, suspect)
+        };
         if legs.is_empty() {
             return legs;
         }
@@ -758,8 +974,21 @@ impl SetShared {
         legs[start..]
             .iter()
             .chain(&legs[..start])
+            .chain(&last)
             .copied()
             .collect()
+    }
+
+    /// Hold the blocks of writes `(first block, bytes)` shared in the
+    /// fence. Taken *before* the legs of the write are chosen, so a leg put
+    /// under resync while a write waited here still gets that write.
+    fn fence_writes(&self, writes: &[(u64, usize)]) -> FenceGuard {
+        let bs = u64::from(self.block_size);
+        let ranges: Vec<(u64, u64)> = writes
+            .iter()
+            .map(|&(first, len)| (first, (len as u64).div_ceil(bs)))
+            .collect();
+        self.fence.shared_many(&ranges)
     }
 
     fn new_request(&self) -> u64 {
@@ -771,10 +1000,10 @@ impl SetShared {
     }
 
     fn check_leg(&self, leg: usize) -> EngineResult<()> {
-        if leg >= self.legs.len() {
+        if leg >= self.num_legs() {
             return Err(EngineError::Invalid(format!(
                 "leg {leg} of a {}-leg set",
-                self.legs.len()
+                self.num_legs()
             )));
         }
         Ok(())
@@ -918,6 +1147,12 @@ impl SetShared {
             Err(e) => {
                 l.stats.record_read_error();
                 log::warn!("mirror leg {leg}: read failed: {e}");
+                let unchecked = l.read_errors_unchecked.fetch_add(1, Ordering::Relaxed) + 1;
+                if unchecked >= self.suspect_after_read_errors
+                    && self.leg_state(leg) == LegState::InService
+                {
+                    self.set_suspect(leg, true);
+                }
             }
         }
         result

@@ -14,8 +14,9 @@
 //! two is kept). The error bits returned are the union over all runs; the
 //! result is an error if some run reached no leg.
 //!
-//! Relies on: [`MirrorSet`]'s write path. The plug captures its creator's
-//! I/O context: every run is dispatched at that priority.
+//! Relies on: [`MirrorSet`]'s write path (a submission holds every block
+//! it writes in the set's fence while it is in flight). The plug captures
+//! its creator's I/O context: every run is dispatched at that priority.
 
 use super::{ErrorBits, MirrorSet, Payload, WriteUnit};
 use crate::error::{EngineError, EngineResult};
@@ -111,6 +112,8 @@ impl<'a> Plug<'a> {
         if self.pending.is_empty() {
             return;
         }
+        let writes: Vec<(u64, usize)> = self.pending.iter().map(|(&b, d)| (b, d.len())).collect();
+        let _fence = self.set.shared.fence_writes(&writes);
         let legs = match self.set.shared.write_legs_nonempty() {
             Ok(legs) => legs,
             Err(e) => {

@@ -7,7 +7,10 @@
 //!                                                   online scrub (default: start, then
 //!                                                   show progress until it ends)
 //! keelfs replace MOUNTPOINT OLD NEW                 replace leg OLD (member index or path)
-//!                                                   by device NEW, resync it, show progress
+//!                                                   by device NEW, resync it, show progress;
+//!                                                   NEW = OLD's device re-adds a failed leg
+//! keelfs add [-f] MOUNTPOINT NEW                    add device NEW as a new leg (one device
+//!                                                   becomes a mirror), resync it, show progress
 //! ```
 //!
 //! Mounting (docs/mount.md has the options and exit codes):
@@ -57,6 +60,8 @@ fn main() -> ExitCode {
         scrub_main(&args)
     } else if args.get(1).is_some_and(|a| a == "replace") {
         replace_main(&args)
+    } else if args.get(1).is_some_and(|a| a == "add") {
+        add_main(&args)
     } else {
         keelfs_fs::fuse::memory::apply();
         daemon::run_main(args, build)
@@ -162,8 +167,9 @@ fn scrub_main(args: &[OsString]) -> i32 {
 }
 
 /// `keelfs replace MOUNTPOINT OLD NEW`: asks the daemon to replace leg OLD
-/// by NEW, then shows the resync's progress every second until it ends.
-/// Exit 0 when the new leg is in service, 1 otherwise.
+/// by NEW (NEW the device OLD already has: re-add it after a failure),
+/// then shows the resync's progress every second until it ends. Exit 0
+/// when the new leg is in service, 1 otherwise.
 fn replace_main(args: &[OsString]) -> i32 {
     let [mountpoint, old, new] = &args[2..] else {
         eprintln!("keelfs: usage: keelfs replace MOUNTPOINT OLD NEW");
@@ -176,7 +182,37 @@ fn replace_main(args: &[OsString]) -> i32 {
     // The daemon opens NEW itself: give it an absolute path.
     let new = std::path::absolute(new).map_or(new.to_string(), |p| p.display().to_string());
     let mountpoint = Path::new(mountpoint);
-    let answer = match status::command(mountpoint, &format!("replace {old}\t{new}")) {
+    let request = format!("replace {old}\t{new}");
+    start_and_follow(mountpoint, &request, "replace started: leg ")
+}
+
+/// `keelfs add [-f] MOUNTPOINT NEW`: asks the daemon to add NEW as a new
+/// leg, then shows its resync's progress until it ends. Exit 0 when the
+/// new leg is in service, 1 otherwise.
+fn add_main(args: &[OsString]) -> i32 {
+    let usage = "keelfs: usage: keelfs add [-f] MOUNTPOINT NEW";
+    let (force, rest) = match &args[2..] {
+        [flag, rest @ ..] if flag == "-f" || flag == "--force" => (true, rest),
+        rest => (false, rest),
+    };
+    let [mountpoint, new] = rest else {
+        eprintln!("{usage}");
+        return 1;
+    };
+    let Some(new) = new.to_str() else {
+        eprintln!("keelfs: NEW must be valid UTF-8");
+        return 1;
+    };
+    let new = std::path::absolute(new).map_or(new.to_string(), |p| p.display().to_string());
+    let request = format!("add {}{new}", if force { "-f " } else { "" });
+    start_and_follow(Path::new(mountpoint), &request, "add started: leg ")
+}
+
+/// Sends `request`; if the answer starts with `started` (followed by the
+/// leg number), shows that leg's resync progress every half second until
+/// it ends. Exit 0 when it finished (the leg is in service), 1 otherwise.
+fn start_and_follow(mountpoint: &Path, request: &str, started: &str) -> i32 {
+    let answer = match status::command(mountpoint, request) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("keelfs: {e}");
@@ -184,9 +220,15 @@ fn replace_main(args: &[OsString]) -> i32 {
         }
     };
     print!("{answer}");
-    if !answer.starts_with("replace started") {
+    let Some(leg) = answer
+        .strip_prefix(started)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse::<usize>().ok())
+    else {
         return 1;
-    }
+    };
+    let prefix = format!("leg {leg}:");
+    let mut last_shown = String::new();
     loop {
         std::thread::sleep(Duration::from_millis(500));
         let report = match status::query(mountpoint) {
@@ -196,10 +238,13 @@ fn replace_main(args: &[OsString]) -> i32 {
                 return 1;
             }
         };
-        let Some(line) = report.resyncs.last() else {
+        let Some(line) = report.resyncs.iter().rev().find(|l| l.starts_with(&prefix)) else {
             continue;
         };
-        println!("resync: {line}");
+        if *line != last_shown {
+            println!("resync: {line}");
+            last_shown = line.clone();
+        }
         if line.contains(": finished") {
             return 0;
         }

@@ -93,6 +93,18 @@ impl Fs {
         first: u64,
         count: u64,
     ) -> FsResult<Vec<u8>> {
+        self.read_file_blocks(None, root, first, count)
+    }
+
+    /// [`Fs::read_blocks`] of inode `ino`, which a heal's log line names
+    /// with the file offset of the block.
+    pub(crate) fn read_file_blocks(
+        &self,
+        ino: Option<u64>,
+        root: &ExtentNode,
+        first: u64,
+        count: u64,
+    ) -> FsResult<Vec<u8>> {
         let bs = self.block_size();
         let mut buf = vec![0u8; (count * bs) as usize];
         let pieces = extent::map(&self.cache, root, first, first + count)?;
@@ -100,8 +112,15 @@ impl Fs {
             let tags = self.tags.load(run.physical, run.len)?;
             let at = ((run.logical - first) * bs) as usize;
             let len = (run.len * bs) as usize;
+            let describe = |block: u64| {
+                let offset = (run.logical + block - run.physical) * bs;
+                match ino {
+                    Some(ino) => format!("inode {ino} offset {offset}"),
+                    None => format!("file data at offset {offset}"),
+                }
+            };
             self.volume
-                .read_data(run.physical, &mut buf[at..at + len], &tags)?;
+                .read_data_for(run.physical, &mut buf[at..at + len], &tags, &describe)?;
         }
         Ok(buf)
     }
@@ -132,7 +151,8 @@ impl Fs {
                 let bs = self.block_size();
                 let first = offset / bs;
                 let last = (end - 1) / bs;
-                let mut buf = self.read_blocks(root, first, last - first + 1)?;
+                let mut buf =
+                    self.read_file_blocks(Some(state.ino()), root, first, last - first + 1)?;
                 let head = (offset - first * bs) as usize;
                 buf.truncate(head + (end - offset) as usize);
                 buf.drain(..head);

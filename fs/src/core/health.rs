@@ -8,6 +8,10 @@
 //!   logged once, by name, and recorded `Failed` in the member table of the
 //!   superblocks of the legs still in service (the keeper writes only
 //!   those), within one poll interval of the failure;
+//! * a leg the mirror finds suspect (it failed reads; it keeps taking
+//!   writes, reads go to the other legs first) is logged once and recorded
+//!   "needs check" in the member table, and the flag is cleared there when
+//!   a scrub finds the leg good (`scrub.rs` clears it in the mirror);
 //! * the per-leg error counters of this mount are added into the
 //!   superblocks' persistent member counters at every superblock write
 //!   (mount, syncfs, unmount — the keeper does that) and at most every
@@ -38,8 +42,9 @@ pub struct Health {
     keeper: Arc<SuperblockKeeper>,
     /// `state_changes` of the mirror when last handled (`u64::MAX`: never).
     seen_changes: AtomicU64,
-    /// Mirror leg → in service when last looked at (for logging once).
-    was_in_service: Mutex<Vec<bool>>,
+    /// Mirror leg → (in service, suspect) when last looked at (for logging
+    /// once); legs added since mount are appended.
+    was: Mutex<Vec<(bool, bool)>>,
     unavailable: AtomicBool,
     /// Counter sum when last persisted.
     persisted_sum: AtomicU64,
@@ -48,13 +53,18 @@ pub struct Health {
 impl Health {
     pub fn new(keeper: Arc<SuperblockKeeper>) -> Health {
         let mirror = keeper.set().mirror();
-        let was_in_service = (0..mirror.num_legs())
-            .map(|p| mirror.leg_state(p) == LegState::InService)
+        let was = (0..mirror.num_legs())
+            .map(|p| {
+                (
+                    mirror.leg_state(p) == LegState::InService,
+                    mirror.is_suspect(p),
+                )
+            })
             .collect();
         let health = Health {
             keeper,
             seen_changes: AtomicU64::new(u64::MAX),
-            was_in_service: Mutex::new(was_in_service),
+            was: Mutex::new(was),
             unavailable: AtomicBool::new(false),
             persisted_sum: AtomicU64::new(0),
         };
@@ -81,8 +91,9 @@ impl Health {
     }
 
     /// Handles leg state changes since the last call: logs newly failed
-    /// legs and records them in the superblocks. Returns whether anything
-    /// changed. Takes the keeper's lock: call it holding no other lock.
+    /// legs and records them in the superblocks, and records legs that
+    /// became suspect (or were cleared). Returns whether a leg failed.
+    /// Takes the keeper's lock: call it holding no other lock.
     pub fn check_legs(&self) -> bool {
         let mirror = self.keeper.set().mirror();
         let changes = mirror.state_changes();
@@ -90,17 +101,21 @@ impl Health {
             return false;
         }
         let mut newly_failed = Vec::new();
+        let mut suspect_changed = false;
         {
-            let mut was = self.was_in_service.lock();
-            for (p, was_in) in was.iter_mut().enumerate() {
+            let mut was = self.was.lock();
+            was.resize(mirror.num_legs(), (false, false));
+            for (p, (was_in, was_suspect)) in was.iter_mut().enumerate() {
                 let now_in = mirror.leg_state(p) == LegState::InService;
+                let now_suspect = mirror.is_suspect(p);
                 if *was_in && !now_in {
                     newly_failed.push(p);
                 }
-                *was_in = now_in;
+                suspect_changed |= now_suspect != *was_suspect;
+                (*was_in, *was_suspect) = (now_in, now_suspect);
             }
         }
-        if newly_failed.is_empty() {
+        if newly_failed.is_empty() && !suspect_changed {
             return false;
         }
         let legs = self.keeper.set().legs();
@@ -121,11 +136,11 @@ impl Health {
             return true;
         }
         if let Err(e) = self.keeper.write(0, |_| {}) {
-            log::error!("recording the failed leg in the superblocks: {e}");
+            log::error!("recording the legs' state in the superblocks: {e}");
         }
         self.persisted_sum
             .store(self.counter_sum(), Ordering::Relaxed);
-        true
+        !newly_failed.is_empty()
     }
 
     /// Writes the superblocks if the error counters changed since they

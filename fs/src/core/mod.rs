@@ -15,6 +15,7 @@
 //! * `scrub.rs`: online scrub of every allocated block on every leg;
 //! * `resync.rs`: online resync of a stale, returning or new leg;
 //! * `replace.rs`: a new device in the place of a leg, then resynced;
+//! * `add.rs`: a new leg added to the set (`keelfs add`), then resynced;
 //! * `health.rs`: failed legs recorded in the superblocks, persistent
 //!   error counters, EIO when no leg is left;
 //! * `inode.rs`: the inode cache ([`InodeCell`], [`InodeState`]);
@@ -59,6 +60,7 @@
 //! 6. leaf locks: the orphan list, the superblock (held across its own I/O,
 //!    taken alone or from a commit hook).
 
+mod add;
 pub mod extent;
 mod file;
 mod file_ops;
@@ -258,7 +260,7 @@ impl Fs {
                 if mirror.leg_state(p) == keelfs_engine::mirror::LegState::Failed {
                     log::info!(
                         "leg {} is behind the others: it will be resynced",
-                        fs.keeper.set().legs()[p].name()
+                        mirror.leg_device(p).name()
                     );
                     mirror.mark_resyncing(p);
                     fs.keeper.track(p);

@@ -12,7 +12,11 @@
 //!   uuid recorded `Resyncing` in every in-service leg's member table, and
 //!   the new device gets its own superblock copies (primary and backup)
 //!   with that uuid; the old device is then no member any more (a later
-//!   mount refuses it: "replaced?");
+//!   mount refuses it: "replaced?"); the device set names the new device
+//!   from then on (`keelfs status` shows it), with counters from zero;
+//! * re-adding a returned leg is a replace by the device the leg already
+//!   has (`keelfs replace MNT DEV DEV`): the same handle, a new member
+//!   uuid, a full resync;
 //! * then the leg is resynced ([`Fs::resync_leg`]) and ends `InUse`.
 //!   A crash during the resync leaves the new device recorded
 //!   `Resyncing`: the next mount resyncs it again.
@@ -22,7 +26,7 @@
 
 use super::resync::ResyncProgress;
 use super::Fs;
-use crate::devset::{random_uuid, write_superblock_copies};
+use crate::devset::{random_uuid, write_superblock_copies, SetLeg, SuperblockCopy};
 use crate::error::{FsError, FsResult};
 use crate::format::superblock::{MemberCounters, MemberState};
 use keelfs_engine::device::DeviceRef;
@@ -71,8 +75,24 @@ impl Fs {
         mirror.replace_device(leg, device.clone())?;
         mirror.mark_resyncing(leg);
         self.keeper.track(leg);
-        let member = self.keeper.set().legs()[leg].member;
+        let member = self
+            .keeper
+            .set()
+            .leg(leg)
+            .map(|l| l.member)
+            .ok_or_else(|| FsError::Invalid(format!("no mirror leg {leg} in the device set")))?;
         let uuid = random_uuid();
+        self.keeper.replaced(
+            leg,
+            SetLeg {
+                device: device.clone(),
+                member,
+                device_uuid: uuid,
+                generation: self.keeper.generation(),
+                copy: SuperblockCopy::Primary,
+                primary_problem: None,
+            },
+        );
         log::info!(
             "leg {leg} (member {member}) replaced by {}: resyncing it",
             device.name()

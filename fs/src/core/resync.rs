@@ -1,6 +1,6 @@
 //! Online resync: a leg that missed writes (stale, failed and given back,
-//! or a new device replacing a member) is filled from the in-service legs
-//! while the filesystem stays mounted and in use.
+//! a new device replacing a member, or a leg added to the set) is filled
+//! from the in-service legs while the filesystem stays mounted and in use.
 //!
 //! What it promises ([`Fs::resync_leg`]):
 //!
@@ -33,31 +33,32 @@
 //!    block allocated or written after that point is written to the leg by
 //!    its own write; a block freed after it may be copied needlessly,
 //!    which is harmless.
-//! 2. Each run is copied under the volume's block-range fence held
+//! 2. Each run is copied under the mirror set's block-range fence held
 //!    *exclusive* (`Volume::resync_run`), and every write through the
-//!    volume (file data, metadata written home by bufio, the journal
-//!    superblock) holds its range *shared* while it is in flight. So for
-//!    each block, a concurrent write either completed before the copy read
-//!    the source — the copy carries its bytes — or starts after the copy
-//!    wrote the target, and then overwrites the copy on every leg, the
-//!    target included. A copy can never put old bytes over a newer write.
+//!    mirror set — file data, metadata written home by bufio, the journal
+//!    superblock, and the journal's ring records (commit and intent
+//!    records, which the journal writes straight to the mirror set) —
+//!    holds its range *shared* while it is in flight. So for each block, a
+//!    concurrent write either completed before the copy read the source —
+//!    the copy carries its bytes — or starts after the copy wrote the
+//!    target, and then overwrites the copy on every leg, the target
+//!    included. A copy can never put old bytes over a newer write.
 //! 3. Writes submitted before the leg became `Resyncing` did not go to it,
 //!    but they hold the fence until they complete, so a copy of their
-//!    blocks waits for them and reads their bytes.
-//! 4. The journal ring is written straight to the mirror set (not
-//!    fenced). Before copying it the journal is committed and
-//!    checkpointed (so the records still needed were, as far as possible,
-//!    written after the leg became `Resyncing`, hence to it), and the ring
-//!    is copied while this thread holds a transaction handle, so no commit
-//!    record is written meanwhile. Data-intent records may still be
-//!    appended during that copy: a known, narrow gap — an intent record
-//!    whose ring block is copied over on the new leg is, after a crash,
-//!    still on the other legs, which recovery reads too.
+//!    blocks waits for them and reads their bytes; a write that waited for
+//!    the fence chooses its legs only once it holds it, so it includes the
+//!    resyncing leg.
+//! 4. So the journal needs nothing special: its superblock and ring are
+//!    copied as they are, last, like any other run. (Earlier versions
+//!    committed, checkpointed and held a transaction handle across the
+//!    ring copy because the ring was not fenced; an intent record written
+//!    during the copy could then be overwritten on the new leg by an older
+//!    copy. `engine/tests/mirror_resync.rs` has that race as a test.)
 //!
-//! Relies on: the engine's `Resyncing` state and `Volume::resync_run`; the
-//! scrub walk's enumeration; the lock order (the resync takes a journal
-//! handle and inode locks only as the scrub walk does, and the superblock
-//! keeper's lock alone).
+//! Relies on: the engine's `Resyncing` state, its fence and
+//! `Volume::resync_run`; the scrub walk's enumeration; the lock order (the
+//! resync takes inode locks only as the scrub walk does, and the
+//! superblock keeper's lock alone).
 
 use super::Fs;
 use crate::error::{FsError, FsResult};
@@ -182,7 +183,7 @@ impl Fs {
             return Err(keelfs_engine::EngineError::NoLegs.into());
         }
         self.keeper.track(leg);
-        let name = self.keeper.set().legs()[leg].name().to_string();
+        let name = mirror.leg_device(leg).name().to_string();
         log::info!("resync of leg {leg} ({name}) started");
         self.keeper.write(self.journal.committed_seq(), |_| {})?;
 
@@ -241,23 +242,17 @@ impl Fs {
                 progress.add(&run);
             }
         }
-        // The journal last: committed and checkpointed, then copied with a
-        // handle held so no commit writes the ring meanwhile (point 4).
-        self.journal.commit()?;
-        self.journal.checkpoint()?;
-        {
-            let _handle = self.journal.start()?;
-            for &(first, count) in &[journal, ring] {
-                for (b, n) in runs(first, count) {
-                    if !still_resyncing()? {
-                        return Ok(());
-                    }
-                    let run = self
-                        .volume
-                        .resync_run(b, n, leg, ResyncCheck::Raw)
-                        .map_err(|e| self.leg_error(leg, e))?;
-                    progress.add(&run);
+        // The journal last, as it is (point 4).
+        for &(first, count) in &[journal, ring] {
+            for (b, n) in runs(first, count) {
+                if !still_resyncing()? {
+                    return Ok(());
                 }
+                let run = self
+                    .volume
+                    .resync_run(b, n, leg, ResyncCheck::Raw)
+                    .map_err(|e| self.leg_error(leg, e))?;
+                progress.add(&run);
             }
         }
         if !mirror.transition(leg, LegState::Resyncing, LegState::InService) {
@@ -298,21 +293,26 @@ impl Fs {
     /// `Resyncing` state (one after the other). Returns whether a thread
     /// was started (none if nothing is resyncing or one already runs).
     pub fn start_resync(fs: &Arc<Fs>) -> FsResult<bool> {
+        Ok(!Fs::spawn_resync(fs)?.is_empty())
+    }
+
+    /// [`Fs::start_resync`]; returns the progress of each resync started.
+    pub(super) fn spawn_resync(fs: &Arc<Fs>) -> FsResult<Vec<Arc<ResyncProgress>>> {
         let legs = fs.resyncing_legs();
         let mut thread = fs.resync.thread.lock();
         if legs.is_empty() || thread.as_ref().is_some_and(|t| !t.is_finished()) {
-            return Ok(false);
+            return Ok(Vec::new());
         }
         let jobs: Vec<Arc<ResyncProgress>> = legs
             .iter()
             .map(|&l| Arc::new(ResyncProgress::new(l)))
             .collect();
         fs.resync.jobs.lock().extend(jobs.iter().cloned());
-        let f = Arc::clone(fs);
+        let (f, run) = (Arc::clone(fs), jobs.clone());
         let spawned = std::thread::Builder::new()
             .name("keelfs-resync".into())
             .spawn(move || {
-                for job in jobs {
+                for job in run {
                     if f.resync_leg(job.leg, &job).is_err() || job.cancel.load(Ordering::Relaxed) {
                         continue;
                     }
@@ -320,7 +320,7 @@ impl Fs {
             })
             .map_err(|e| FsError::Invalid(format!("cannot start the resync thread: {e}")))?;
         *thread = Some(spawned);
-        Ok(true)
+        Ok(jobs)
     }
 
     /// Replaces mirror leg `leg` by `device` on a background thread

@@ -16,8 +16,13 @@
 //!   on a leg is a lost write there. The journal and the superblocks are not
 //!   scrubbed (replay checks the one, the keeper rewrites the other);
 //! * bad copies are healed and counted on their leg (checksum errors,
-//!   heals), blocks with no good copy are counted in
+//!   heals), each heal logged once with the file and offset (data) or the
+//!   block kind (metadata); blocks with no good copy are counted in
 //!   [`ScrubProgress::lost`] and logged, never rewritten;
+//! * a leg that was suspect when the scrub started (it failed reads:
+//!   "needs check") and on which a complete scrub found no bad copy and
+//!   had no read error is cleared: reads go to it again, and the member
+//!   table no longer flags it;
 //! * all of it runs in an internal idle-class I/O context
 //!   (`IoPrio::BACKGROUND`), so foreground requests are served first; it
 //!   can be paused and cancelled between chunks of [`CHUNK`] blocks.
@@ -52,6 +57,10 @@ pub struct ScrubProgress {
     pub repaired: AtomicU64,
     /// Blocks with no good copy anywhere.
     pub lost: AtomicU64,
+    /// The mirror legs on which some copy was bad (a bit mask).
+    pub bad_legs: AtomicU64,
+    /// Suspect legs found good and cleared at the end.
+    pub cleared: AtomicU64,
     /// Set to hold the scrub between chunks.
     pub paused: AtomicBool,
     /// Set to stop it between chunks.
@@ -65,6 +74,8 @@ impl ScrubProgress {
         self.done.fetch_add(count, Ordering::Relaxed);
         self.bad_copies.fetch_add(run.bad_copies, Ordering::Relaxed);
         self.repaired.fetch_add(run.repaired, Ordering::Relaxed);
+        self.bad_legs
+            .fetch_or(run.bad_legs.mask(), Ordering::Relaxed);
     }
 
     /// Waits while paused; whether to go on (not cancelled).
@@ -100,6 +111,48 @@ impl Fs {
     }
 
     fn scrub_inner(&self, progress: &ScrubProgress) -> FsResult<()> {
+        let mirror = self.volume.set();
+        let suspect_at_start: Vec<(usize, u64)> = mirror
+            .suspect_legs()
+            .legs()
+            .map(|l| (l, mirror.leg_stats(l).snapshot().read_errors))
+            .collect();
+        if self.scrub_walk(progress)? {
+            self.clear_checked_legs(progress, &suspect_at_start);
+        }
+        Ok(())
+    }
+
+    /// After a complete scrub: clears the legs of `suspect` (leg, read
+    /// errors at the start) that showed no bad copy and no new read error.
+    fn clear_checked_legs(&self, progress: &ScrubProgress, suspect: &[(usize, u64)]) {
+        let mirror = self.volume.set();
+        let bad = progress.bad_legs.load(Ordering::Relaxed);
+        let mut cleared = false;
+        for &(leg, read_errors) in suspect {
+            let clean = bad & (1 << leg) == 0
+                && mirror.leg_stats(leg).snapshot().read_errors == read_errors
+                && mirror.in_service().has(leg);
+            if clean {
+                log::info!("scrub: leg {leg} was checked and found good: reads go to it again");
+                mirror.clear_suspect(leg);
+                progress.cleared.fetch_add(1, Ordering::Relaxed);
+                cleared = true;
+            } else {
+                log::warn!(
+                    "scrub: leg {leg} still needs a check (it had bad copies or read errors)"
+                );
+            }
+        }
+        if cleared {
+            // Record it in the superblocks now (the health thread would
+            // within its poll interval).
+            self.health.check_legs();
+        }
+    }
+
+    /// The walk; returns whether it went through (not cancelled).
+    fn scrub_walk(&self, progress: &ScrubProgress) -> FsResult<bool> {
         let (data, held) = self.scrub_data_runs()?;
         let meta = self.scrub_meta_runs(&held)?;
         let total = data.iter().map(|r| r.len).sum::<u64>() + meta.iter().map(|r| r.1).sum::<u64>();
@@ -108,7 +161,7 @@ impl Fs {
             let mut b = first;
             while b < first + count {
                 if !progress.go_on() {
-                    return Ok(());
+                    return Ok(false);
                 }
                 let n = CHUNK.min(first + count - b);
                 let run = self.volume.scrub_meta(b, n)?;
@@ -123,14 +176,14 @@ impl Fs {
             let mut k = 0;
             while k < r.len {
                 if !progress.go_on() {
-                    return Ok(());
+                    return Ok(false);
                 }
                 let n = CHUNK.min(r.len - k);
                 self.scrub_data_chunk(r, k, n, progress)?;
                 k += n;
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     fn scrub_data_chunk(
@@ -149,7 +202,12 @@ impl Fs {
                 return Ok(());
             }
         };
-        let run = self.volume.scrub_data(first, &tags)?;
+        let bs = self.block_size();
+        let describe = |block: u64| {
+            let offset = (r.logical + block - r.physical) * bs;
+            format!("inode {} offset {offset}", r.ino)
+        };
+        let run = self.volume.scrub_data_for(first, &tags, &describe)?;
         progress.add(&run, n);
         for &block in &run.lost {
             // Again under the inode's read lock with fresh tags: the file

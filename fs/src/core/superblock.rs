@@ -16,14 +16,18 @@
 //!   and `InUse` again once back in service, and each
 //!   member's persistent error counters are those found at mount plus what
 //!   the mirror counted since; in-service members record the transaction
-//!   written as the last they hold;
+//!   written as the last they hold, and whether they need a check (the
+//!   mirror finds them suspect: they failed reads);
+//! * a leg added while mounted ([`SuperblockKeeper::attach`]) or a device
+//!   put in a leg's place ([`SuperblockKeeper::replaced`]) gets counters
+//!   of its own, starting at zero;
 //! * header generations never go backwards (the set's authoritative copy
 //!   is the one with the highest generation);
 //! * writes are serialised by the superblock's mutex, which is held across
 //!   the I/O: it is taken alone (commit hooks take it with the journal's
 //!   commit lock held, so nobody may commit while holding it).
 
-use crate::devset::{write_superblocks, DeviceSet};
+use crate::devset::{write_superblocks, DeviceSet, SetLeg};
 use crate::error::FsResult;
 use crate::format::superblock::{MemberCounters, MemberState};
 use crate::format::Superblock;
@@ -41,10 +45,12 @@ struct Inner {
 pub struct SuperblockKeeper {
     set: DeviceSet,
     inner: Mutex<Inner>,
-    /// Mirror leg → its counters at mount.
-    baseline: Vec<StatsSnapshot>,
-    /// Member → its persistent counters at mount.
-    mount_counters: Vec<MemberCounters>,
+    /// Mirror leg → its counters at mount (or when it got its device).
+    /// Lock order: leaf, like `tracked`.
+    baseline: Mutex<Vec<StatsSnapshot>>,
+    /// Member → its persistent counters at mount (or zero for a device
+    /// new since). Lock order: leaf.
+    mount_counters: Mutex<Vec<MemberCounters>>,
     /// Mirror leg → in service at mount, or put under resync since: a
     /// failure of it is to be recorded.
     tracked: Mutex<Vec<bool>>,
@@ -64,8 +70,8 @@ impl SuperblockKeeper {
         SuperblockKeeper {
             set,
             inner: Mutex::new(Inner { sb, generation }),
-            baseline,
-            mount_counters,
+            baseline: Mutex::new(baseline),
+            mount_counters: Mutex::new(mount_counters),
             tracked: Mutex::new(in_service_at_mount),
         }
     }
@@ -75,6 +81,56 @@ impl SuperblockKeeper {
     pub fn track(&self, leg: usize) {
         if let Some(t) = self.tracked.lock().get_mut(leg) {
             *t = true;
+        }
+    }
+
+    /// Records `leg`, just attached to the mirror set as mirror leg
+    /// `position` (the one after the last), as a leg of the set: tracked,
+    /// counters from zero. The caller adds its member entry with the next
+    /// [`Self::write`].
+    pub fn attach(&self, position: usize, leg: SetLeg) -> FsResult<()> {
+        let member = leg.member as usize;
+        if position != self.set.legs().len() {
+            return Err(crate::error::FsError::Invalid(format!(
+                "mirror leg {position} attached, but the set has {} legs",
+                self.set.legs().len()
+            )));
+        }
+        self.set.push_leg(leg);
+        let now = self.set.mirror().stats();
+        {
+            let mut baseline = self.baseline.lock();
+            baseline.resize(position + 1, StatsSnapshot::default());
+            if let Some(s) = now.get(position) {
+                baseline[position] = *s;
+            }
+        }
+        {
+            let mut counters = self.mount_counters.lock();
+            if counters.len() <= member {
+                counters.resize(member + 1, MemberCounters::default());
+            }
+            counters[member] = MemberCounters::default();
+        }
+        let mut tracked = self.tracked.lock();
+        tracked.resize(position + 1, false);
+        tracked[position] = true;
+        Ok(())
+    }
+
+    /// Records that mirror leg `leg` is now `new` (a replacement device):
+    /// its counters start again from zero.
+    pub fn replaced(&self, leg: usize, new: SetLeg) {
+        let member = new.member as usize;
+        self.set.set_leg(leg, new);
+        if let (Some(b), Some(now)) = (
+            self.baseline.lock().get_mut(leg),
+            self.set.mirror().stats().get(leg),
+        ) {
+            *b = *now;
+        }
+        if let Some(c) = self.mount_counters.lock().get_mut(member) {
+            *c = MemberCounters::default();
         }
     }
 
@@ -123,6 +179,7 @@ impl SuperblockKeeper {
                     if member.state == MemberState::Resyncing {
                         member.state = MemberState::InUse;
                     }
+                    member.needs_check = mirror.is_suspect(p);
                 }
                 LegState::Resyncing => member.state = MemberState::Resyncing,
                 LegState::Failed if tracked.get(p).copied().unwrap_or(false) => {
@@ -143,11 +200,11 @@ impl SuperblockKeeper {
     }
 
     fn totals_with(&self, now: &[StatsSnapshot], leg: usize) -> Option<MemberCounters> {
-        let member = self.set.legs().get(leg)?.member as usize;
+        let member = self.set.leg(leg)?.member as usize;
         let (base, cur, at_mount) = (
-            self.baseline.get(leg)?,
+            *self.baseline.lock().get(leg)?,
             now.get(leg)?,
-            self.mount_counters.get(member)?,
+            *self.mount_counters.lock().get(member)?,
         );
         Some(MemberCounters {
             read_errors: at_mount.read_errors + cur.read_errors.saturating_sub(base.read_errors),

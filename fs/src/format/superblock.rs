@@ -76,6 +76,11 @@ const MEMBER_COUNT: usize = at(364);
 const MEMBER_TABLE: usize = at(368);
 const COUNTER_TABLE: usize = at(624);
 const MEMBER_ENTRY_LEN: usize = 32;
+/// Member flags (the word at entry offset 20): the member failed reads and
+/// is to be checked (a scrub that finds it good clears it).
+pub const MEMBER_NEEDS_CHECK: u32 = 1;
+/// Member flag bits this version knows; others are refused.
+const KNOWN_MEMBER_FLAGS: u32 = MEMBER_NEEDS_CHECK;
 const COUNTER_ENTRY_LEN: usize = 32;
 
 const STATE_CLEAN: u32 = 1 << 0;
@@ -175,6 +180,9 @@ pub struct Member {
     /// The device's uuid.
     pub uuid: [u8; 16],
     pub state: MemberState,
+    /// It failed reads: reads avoid it until a scrub finds it good (member
+    /// flag [`MEMBER_NEEDS_CHECK`]).
+    pub needs_check: bool,
     /// Last transaction this member is known to hold.
     pub last_transaction: u64,
     pub counters: MemberCounters,
@@ -425,6 +433,9 @@ impl Superblock {
             let e = MEMBER_TABLE + i * MEMBER_ENTRY_LEN;
             w.bytes(e, &m.uuid)?;
             w.u32(e + 16, m.state.to_u32())?;
+            if m.needs_check {
+                w.u32(e + 20, MEMBER_NEEDS_CHECK)?;
+            }
             w.u64(e + 24, m.last_transaction)?;
             let c = COUNTER_TABLE + i * COUNTER_ENTRY_LEN;
             w.u64(c, m.counters.read_errors)?;
@@ -534,10 +545,20 @@ impl Superblock {
                 check_zero(S, "member_counters", r.bytes(c, COUNTER_ENTRY_LEN)?)?;
                 continue;
             }
-            check_zero(S, "member_reserved", r.bytes(e + 20, 4)?)?;
+            let flags = r.u32(e + 20)?;
+            if flags & !KNOWN_MEMBER_FLAGS != 0 {
+                return Err(FormatError::invalid(
+                    S,
+                    "member_flags",
+                    Problem::UnknownBits {
+                        bits: u64::from(flags & !KNOWN_MEMBER_FLAGS),
+                    },
+                ));
+            }
             members.push(Member {
                 uuid: r.array(e)?,
                 state: MemberState::from_u32(r.u32(e + 16)?)?,
+                needs_check: flags & MEMBER_NEEDS_CHECK != 0,
                 last_transaction: r.u64(e + 24)?,
                 counters: MemberCounters {
                     read_errors: r.u64(c)?,
@@ -784,7 +805,7 @@ mod tests {
             (364, &[0], "member_count"),
             (364, &[9], "member_count"),
             (384, &[4], "member_state"),
-            (388, &[1], "member_reserved"),
+            (388, &[2], "member_flags"),
             (432, &[1], "member_table"),
             (624 + 64, &[1], "member_counters"),
             (880, &[1], "reserved_tail"),
@@ -830,10 +851,17 @@ mod tests {
     }
 
     fn member_strategy() -> impl Strategy<Value = Member> {
-        (any::<[u8; 16]>(), 0u32..4, any::<u64>(), any::<[u64; 4]>()).prop_map(
-            |(uuid, state, last_transaction, c)| Member {
+        (
+            any::<[u8; 16]>(),
+            0u32..4,
+            any::<bool>(),
+            any::<u64>(),
+            any::<[u64; 4]>(),
+        )
+            .prop_map(|(uuid, state, needs_check, last_transaction, c)| Member {
                 uuid,
                 state: MemberState::from_u32(state).unwrap(),
+                needs_check,
                 last_transaction,
                 counters: MemberCounters {
                     read_errors: c[0],
@@ -841,8 +869,7 @@ mod tests {
                     checksum_errors: c[2],
                     blocks_healed: c[3],
                 },
-            },
-        )
+            })
     }
 
     fn superblock_strategy() -> impl Strategy<Value = Superblock> {

@@ -206,6 +206,9 @@ impl AdapterHandle {
                 if let Some(scrub) = request.strip_prefix("scrub ") {
                     return Some(shared.scrub.command(&fs, scrub.trim()));
                 }
+                if let Some(args) = request.strip_prefix("add ") {
+                    return Some(super::add_ctl::command(&fs, args.trim_end_matches('\n')));
+                }
                 if let Some(args) = request.strip_prefix("replace ") {
                     return Some(super::replace_ctl::command(
                         &fs,

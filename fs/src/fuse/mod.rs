@@ -49,6 +49,7 @@ pub mod adapter;
 mod adapter_entry;
 mod adapter_file;
 mod adapter_perm;
+pub mod add_ctl;
 pub mod daemon;
 pub mod errno;
 pub mod memory;

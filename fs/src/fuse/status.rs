@@ -17,8 +17,12 @@
 //!   (out of service: a write or flush failed, or the superblock marks it
 //!   failed), `STALE` (out of service: it missed writes before this mount),
 //!   `RESYNCING` (taking writes but serving no read until its resync
-//!   completes; the report has its progress), `MISSING` (a
-//!   member no device was given for). The filesystem as a whole is
+//!   completes; the report has its progress), `SUSPECT` (in service and
+//!   taking writes, but it failed reads: marked "needs check", read only
+//!   when no other leg can serve, until a scrub finds it good), `MISSING`
+//!   (a member no device was given for). Each leg is named by the device
+//!   it has now (after `keelfs replace`, the new one; legs added with
+//!   `keelfs add` are listed too). The filesystem as a whole is
 //!   `ONLINE` when every member is, `UNAVAIL` when no leg is in service,
 //!   else `DEGRADED`.
 //! * Transport: the daemon listens on a Unix socket
@@ -51,6 +55,7 @@ use std::time::Duration;
 
 use crate::core::Fs;
 use crate::devset::format_uuid;
+use crate::format::superblock::MemberState;
 use keelfs_engine::mirror::LegState;
 
 /// Where the daemons' status sockets live.
@@ -68,6 +73,7 @@ pub enum LegHealth {
     Failed,
     Stale,
     Resyncing,
+    Suspect,
     Missing,
 }
 
@@ -79,6 +85,7 @@ impl LegHealth {
             LegHealth::Failed => "FAILED",
             LegHealth::Stale => "STALE",
             LegHealth::Resyncing => "RESYNCING",
+            LegHealth::Suspect => "SUSPECT",
             LegHealth::Missing => "MISSING",
         }
     }
@@ -90,6 +97,7 @@ impl LegHealth {
             LegHealth::Failed,
             LegHealth::Stale,
             LegHealth::Resyncing,
+            LegHealth::Suspect,
             LegHealth::Missing,
         ]
         .into_iter()
@@ -98,7 +106,10 @@ impl LegHealth {
 
     /// Whether I/O goes to a leg in this state.
     pub fn in_service(self) -> bool {
-        matches!(self, LegHealth::Online | LegHealth::Degraded)
+        matches!(
+            self,
+            LegHealth::Online | LegHealth::Degraded | LegHealth::Suspect
+        )
     }
 }
 
@@ -167,17 +178,22 @@ impl StatusReport {
         let set = fs.device_set();
         let report = set.report();
         let mirror = set.mirror();
+        let sb = fs.superblock();
         let mut legs = Vec::new();
         for (i, leg) in set.legs().iter().enumerate() {
             let stats = mirror.leg_stats(i).snapshot();
             let totals = fs.leg_totals(i).unwrap_or_default();
             let member = leg.member;
+            let recorded = sb.members.get(member as usize).map(|m| m.state);
+            // The mount-time findings hold for the device found at mount.
+            let found_at_mount = report.stale.iter().any(|s| s.device == leg.name());
             let health = match mirror.leg_state(i) {
-                LegState::Failed if report.stale.iter().any(|s| s.member == member) => {
-                    LegHealth::Stale
+                LegState::Failed if recorded == Some(MemberState::Resyncing) => {
+                    LegHealth::Resyncing
                 }
-                LegState::Failed if report.resyncing.contains(&member) => LegHealth::Resyncing,
+                LegState::Failed if found_at_mount => LegHealth::Stale,
                 LegState::Failed => LegHealth::Failed,
+                LegState::InService if mirror.is_suspect(i) => LegHealth::Suspect,
                 LegState::InService if stats.io_errors() + stats.checksum_errors > 0 => {
                     LegHealth::Degraded
                 }
@@ -185,7 +201,8 @@ impl StatusReport {
                 LegState::Resyncing => LegHealth::Resyncing,
             };
             legs.push(LegStatus {
-                name: leg.name().to_owned(),
+                // The device the leg has now (a replace changes it).
+                name: mirror.leg_device(i).name().to_owned(),
                 member,
                 health,
                 read_errors: totals.read_errors,
@@ -215,7 +232,6 @@ impl StatusReport {
         }
         legs.sort_by_key(|l| l.member);
         let cache = fs.cache().stats();
-        let sb = fs.superblock();
         let (blocks, free_blocks, inodes, free_inodes) = match fs.statfs() {
             Ok(s) => (s.blocks, s.bfree, s.files, s.ffree),
             Err(_) => (0, 0, 0, 0),

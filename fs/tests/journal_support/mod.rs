@@ -38,6 +38,7 @@ pub fn mirror(devices: Vec<DeviceRef>, block_size: u32) -> Arc<MirrorSet> {
             MirrorConfig {
                 slots_per_leg: 2,
                 workers_per_leg: 1,
+                ..MirrorConfig::default()
             },
         )
         .unwrap(),

@@ -39,7 +39,7 @@ use super::recorder::{devices, mount_params, Recording};
 use super::workload::data_bytes;
 use keelfs_engine::device::{CrashPoint, DeviceRef, MemDevice, RecordingDevice};
 use keelfs_fs::core::{Caller, Fs, MountParams};
-use keelfs_fs::devset::{identify, read_superblock};
+use keelfs_fs::devset::read_superblock;
 use keelfs_fs::format::superblock::ROOT_INODE;
 use keelfs_fsck::{fsck_devices, Options, EXIT_CLEAN};
 use rand::rngs::StdRng;
@@ -49,11 +49,6 @@ use std::sync::Arc;
 /// Known bugs (see `tests/crash_known_bugs.rs`) a crash state can show.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum KnownBug {
-    /// The mount refuses the set because one leg's superblock is older
-    /// than the other's: the power went between the legs' superblock
-    /// writes, and `devset::identify` takes the older leg for one that was
-    /// away (stale) although it missed nothing.
-    StaleLeg,
     /// The orphan list head lives in the (unjournalled) superblock, written
     /// after the commit that changed the list: a crash between the two
     /// leaves an unlinked inode off the list (it leaks: allocated, no
@@ -80,7 +75,7 @@ pub struct CheckOptions {
     pub single_legs: bool,
     /// A state showing a [`KnownBug`] passes with the bug counted (in
     /// [`Passed::known`]) after the checks that still make sense (steps
-    /// 3–4; for a stale leg on a degraded mount); otherwise it fails.
+    /// 3–4); otherwise it fails.
     pub tolerate_known_bugs: bool,
 }
 
@@ -156,7 +151,7 @@ pub fn check_state(
     };
     let cut = CutInfo::at(rec, points[0].n);
     let before = read_superblock(legs[0].as_ref()).ok();
-    let (fs, stale) = mount_after_crash(&legs, rec, opts).map_err(Failure::new)?;
+    let fs = mount_after_crash(&legs, rec).map_err(Failure::new)?;
     let seen = observe(&fs).map_err(|e| Failure::new(format!("after the crash: {e}")))?;
     let verdict = judge(
         rec,
@@ -173,9 +168,6 @@ pub fn check_state(
         single_legs: 0,
         known,
     };
-    if stale {
-        return Ok(passed(Some(KnownBug::StaleLeg)));
-    }
     if verdict.zeroed_tail {
         return Ok(passed(Some(KnownBug::ZeroedTail)));
     }
@@ -235,10 +227,10 @@ pub fn check_state(
     let recovery_cuts = match recovery {
         RecoveryCrash::None => 0,
         RecoveryCrash::Sample(max) => {
-            crash_during_recovery(rec, opts, &crash_images, &seen, None, *max, rng)?
+            crash_during_recovery(rec, &crash_images, &seen, None, *max, rng)?
         }
         RecoveryCrash::Exact(p) => {
-            crash_during_recovery(rec, opts, &crash_images, &seen, Some(p.clone()), 1, rng)?
+            crash_during_recovery(rec, &crash_images, &seen, Some(p.clone()), 1, rng)?
         }
     };
     Ok(Passed {
@@ -273,43 +265,11 @@ fn each_leg_alone(
     Ok(())
 }
 
-/// Mounts crash images as a user would (not degraded). When that fails
-/// only because of stale legs and known bugs are tolerated, mounts
-/// degraded instead and says so (`true`).
-fn mount_after_crash(
-    legs: &[Arc<MemDevice>],
-    rec: &Recording,
-    opts: &CheckOptions,
-) -> Result<(Fs, bool), String> {
-    let params = mount_params(&rec.config);
-    match Fs::mount(devices(legs), &params) {
-        Ok(fs) => Ok((fs, false)),
-        Err(e) if opts.tolerate_known_bugs && only_stale_legs(&devices(legs)) => {
-            let degraded = MountParams {
-                degraded: true,
-                ..params
-            };
-            let fs = Fs::mount(devices(legs), &degraded).map_err(|e2| {
-                format!("mount after the crash failed ({e}), and degraded too: {e2}")
-            })?;
-            Ok((fs, true))
-        }
-        Err(e) => Err(format!("mount after the crash failed: {e}")),
-    }
-}
-
-/// Whether identifying the set finds stale legs and nothing else wrong.
-pub fn only_stale_legs(devs: &[DeviceRef]) -> bool {
-    match identify(devs) {
-        Ok(set) => {
-            let r = set.report();
-            !r.stale.is_empty()
-                && r.missing.is_empty()
-                && r.failed.is_empty()
-                && r.resyncing.is_empty()
-        }
-        Err(_) => false,
-    }
+/// Mounts crash images as a user would (not degraded): a power cut
+/// between the legs' superblock writes must not make a leg look stale.
+fn mount_after_crash(legs: &[Arc<MemDevice>], rec: &Recording) -> Result<Fs, String> {
+    Fs::mount(devices(legs), &mount_params(&rec.config))
+        .map_err(|e| format!("mount after the crash failed: {e}"))
 }
 
 /// Allocated inodes the tree does not reach (after the mount freed the
@@ -433,7 +393,6 @@ fn takes_new_work(legs: &[Arc<MemDevice>], rec: &Recording) -> Result<(), String
 /// Step 7: returns the number of recovery cuts checked.
 fn crash_during_recovery(
     rec: &Recording,
-    opts: &CheckOptions,
     images: &[Vec<u8>],
     expected: &Observed,
     exact: Option<Vec<CrashPoint>>,
@@ -467,7 +426,7 @@ fn crash_during_recovery(
             message: m,
             recovery_points: Some(points.clone()),
         };
-        let (fs, _stale) = mount_after_crash(&legs, rec, opts)
+        let fs = mount_after_crash(&legs, rec)
             .map_err(|e| fail(format!("after a crash during recovery: {e}")))?;
         let seen = observe(&fs).map_err(|e| fail(format!("after a crash during recovery: {e}")))?;
         drop(fs);
