@@ -328,7 +328,7 @@ fn build(opts: &MountOptions) -> Result<Built<KeelFs>, BuildError> {
     // Resolved now: after the mount, looking at the mount point would ask
     // the filesystem itself, which does not answer before the fork.
     let target = mount::check_mountpoint(&opts.mountpoint)?;
-    let devices = open_legs(&opts.legs, opts.read_only())?;
+    let devices = open_legs(&with_found_members(&opts.legs), opts.read_only())?;
     {
         let set = devset::identify(&devices)?;
         check_set(&set, opts)?;
@@ -366,6 +366,24 @@ fn build(opts: &MountOptions) -> Result<Built<KeelFs>, BuildError> {
         })
         .on_remount(move |read_only| remount_handle.remounted(read_only));
     Ok((fs, ServeConfig::default(), hooks))
+}
+
+/// The legs named, plus members of their set found among the block
+/// devices by uuid (as `btrfs device scan` would): a set on /dev/loop0 and
+/// /dev/loop1 mounts from either one. Image files are never found: they
+/// must be named.
+fn with_found_members(named: &[std::path::PathBuf]) -> Vec<std::path::PathBuf> {
+    use keelfs_fs::member_scan::{block_device_candidates, find_missing_members};
+    let mut legs = named.to_vec();
+    for found in find_missing_members(named, &block_device_candidates()) {
+        log::info!(
+            "member {} of the set found on {}",
+            found.member,
+            found.path.display()
+        );
+        legs.push(found.path);
+    }
+    legs
 }
 
 /// The device number of the FUSE mount now at `target`, from
