@@ -106,7 +106,6 @@ fn power_cut_between_the_legs_superblock_writes_needs_no_degraded_mount() {
 }
 
 #[test]
-#[ignore = "open bug: the orphan list head is written to the superblock outside the journal (fix: keep it in a journaled block)"]
 fn crash_after_an_orphaning_commit_leaves_a_clean_filesystem() {
     // The kernel still knows foo when it is unlinked: it becomes an orphan.
     let rec = recording(&["unlink foo", "fsync ."], true);

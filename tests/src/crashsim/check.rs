@@ -54,13 +54,6 @@ pub enum KnownBug {
     /// writes, and `devset::identify` takes the older leg for one that was
     /// away (stale) although it missed nothing.
     StaleLeg,
-    /// The orphan list head lives in the (unjournalled) superblock, written
-    /// after the commit that changed the list: a crash between the two
-    /// leaves an unlinked inode off the list (it leaks: allocated, no
-    /// link, never freed) or a head naming an inode a replayed transaction
-    /// freed (the mount marks the filesystem as having errors). Either way
-    /// fsck -n is not clean. orphan.rs documents the window.
-    OrphanHead,
     /// A truncate zeroes the tail of its new last block in place before
     /// its transaction commits: a crash before the commit leaves the old
     /// size with zeros where durable data was.
@@ -190,31 +183,19 @@ pub fn check_state(
             )));
         }
     }
-    // The mount marked errors where there were none: only a broken orphan
-    // chain does that to a sound filesystem.
-    let marked = fs.superblock().state.errors
-        && before
-            .as_ref()
-            .is_some_and(|sb| !sb.state.errors && sb.orphan_head != 0);
+    // The mount marked errors where there were none (a broken orphan
+    // chain, an orphan it could not free): a crash must never do that.
+    let marked = fs.superblock().state.errors && before.as_ref().is_some_and(|sb| !sb.state.errors);
     if marked {
-        if opts.tolerate_known_bugs {
-            return Ok(passed(Some(KnownBug::OrphanHead)));
-        }
-        return Err(Failure::new(format!(
-            "the mount marked the filesystem as having errors: the orphan list head {} in the \
-             superblock names an inode a replayed transaction had freed (known bug: the orphan \
-             list head is not in the journal)",
-            before.map_or(0, |sb| sb.orphan_head)
-        )));
+        return Err(Failure::new(
+            "the mount marked the filesystem as having errors (a broken orphan list, or an \
+             orphan it could not free)",
+        ));
     }
     let leaked = unreachable_inodes(&fs, &seen).map_err(Failure::new)?;
     if !leaked.is_empty() {
-        if opts.tolerate_known_bugs {
-            return Ok(passed(Some(KnownBug::OrphanHead)));
-        }
         return Err(Failure::new(format!(
-            "inodes {leaked:?} have no link and are not on the orphan list: they leak (known \
-             bug: the orphan list head is not in the journal)"
+            "inodes {leaked:?} have no link and are not on the orphan list: they leak"
         )));
     }
     fs.unmount()
