@@ -54,10 +54,6 @@ pub enum KnownBug {
     /// writes, and `devset::identify` takes the older leg for one that was
     /// away (stale) although it missed nothing.
     StaleLeg,
-    /// A truncate zeroes the tail of its new last block in place before
-    /// its transaction commits: a crash before the commit leaves the old
-    /// size with zeros where durable data was.
-    ZeroedTail,
 }
 
 /// What to check for each state.
@@ -151,14 +147,7 @@ pub fn check_state(
     let before = read_superblock(legs[0].as_ref()).ok();
     let (fs, stale) = mount_after_crash(&legs, rec, opts).map_err(Failure::new)?;
     let seen = observe(&fs).map_err(|e| Failure::new(format!("after the crash: {e}")))?;
-    let verdict = judge(
-        rec,
-        &cut,
-        &seen,
-        opts.global_fsync,
-        opts.tolerate_known_bugs,
-    )
-    .map_err(Failure::new)?;
+    let verdict = judge(rec, &cut, &seen, opts.global_fsync).map_err(Failure::new)?;
     let passed = |known| Passed {
         state: verdict.state,
         started: cut.started,
@@ -168,9 +157,6 @@ pub fn check_state(
     };
     if stale {
         return Ok(passed(Some(KnownBug::StaleLeg)));
-    }
-    if verdict.zeroed_tail {
-        return Ok(passed(Some(KnownBug::ZeroedTail)));
     }
     // Recovery leaves every leg sound: a read that had to heal a bad copy
     // means a leg kept a block that fails its tag.
@@ -249,8 +235,7 @@ fn each_leg_alone(
     let fs = Fs::mount(vec![Arc::new(image) as DeviceRef], &params)
         .map_err(|e| format!("leg {leg} alone: mount (degraded) failed: {e}"))?;
     let seen = observe(&fs).map_err(|e| format!("leg {leg} alone: {e}"))?;
-    judge(rec, cut, &seen, opts.global_fsync, opts.tolerate_known_bugs)
-        .map_err(|e| format!("leg {leg} alone: {e}"))?;
+    judge(rec, cut, &seen, opts.global_fsync).map_err(|e| format!("leg {leg} alone: {e}"))?;
     Ok(())
 }
 
