@@ -24,7 +24,9 @@
 //!    mounted degraded, passes steps 3–4.
 //!
 //! Also checked after step 3: no allocated inode is unreachable (one with
-//! links would be lost names; one without is a leaked orphan). A state
+//! links would be lost names; one without is a leaked orphan), and the
+//! mount did not mark the filesystem as having errors (a broken orphan
+//! list). A state
 //! showing one of the [`KnownBug`]s fails naming it, unless the options
 //! tolerate known bugs: then it passes with the bug counted.
 //!
@@ -46,7 +48,10 @@ use rand::rngs::StdRng;
 use rand::Rng;
 use std::sync::Arc;
 
-/// Known bugs (see `tests/crash_known_bugs.rs`) a crash state can show.
+/// Open known bugs (see `tests/crash_known_bugs.rs`) a crash state can
+/// show. Fixed ones leave: bug 2 (the orphan head in the superblock) and
+/// bug 3 (truncate zeroing in place before its commit) now fail a state
+/// like any other problem.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum KnownBug {
     /// The mount refuses the set because one leg's superblock is older
