@@ -305,3 +305,20 @@ fn a_superblock_orphan_head_of_an_earlier_keelfs_is_moved_to_the_root() {
     let set = keelfs_fs::devset::identify(&legs.devices).unwrap();
     assert!(set.superblock().orphans_in_root(), "on disk too");
 }
+
+#[test]
+fn a_root_that_cannot_be_read_does_not_keep_the_filesystem_from_mounting() {
+    let legs = Legs::small();
+    let fs = legs.mount();
+    let at = fs.layout().inode_location(ROOT_INODE).unwrap();
+    let bs = fs.block_size();
+    fs.unmount().unwrap();
+    for dev in &legs.devices {
+        dev.write_at(at.block * bs, &vec![0xa5; bs as usize])
+            .unwrap();
+    }
+    let fs = legs.mount();
+    assert!(fs.superblock().state.errors, "recorded for fsck");
+    assert!(fs.getattr(ROOT_INODE).is_err());
+    drop(fs);
+}

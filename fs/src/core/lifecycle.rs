@@ -262,10 +262,16 @@ impl Fs {
         if !sb.orphans_in_root() {
             self.adopt_superblock_orphans(sb.orphan_head)?;
         }
-        let head = match self.inodes.read_slot(ORPHAN_ANCHOR)? {
-            InodeSlot::Used(root) => root.next_orphan,
-            InodeSlot::Free { .. } => {
-                return Err(FsError::Corrupt("the root inode is free".into()));
+        let head = match self.inodes.read_slot(ORPHAN_ANCHOR) {
+            Ok(InodeSlot::Used(root)) => root.next_orphan,
+            other => {
+                let why = match other {
+                    Err(e) => e.to_string(),
+                    _ => "its slot is free".to_string(),
+                };
+                log::error!("the root inode cannot anchor the orphan list ({why}); left to fsck");
+                let gen = self.journal.committed_seq();
+                return self.keeper.write(gen, |sb| sb.state.errors = true);
             }
         };
         if head == 0 {
