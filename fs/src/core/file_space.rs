@@ -7,21 +7,22 @@
 //!   size (preallocated blocks past the old size included) and leaves the
 //!   rest of the new last block as it was: no data is written, so a crash
 //!   before the transaction commits finds the old size over the old bytes
-//!   (zeroing them in place before the commit destroyed durable data).
+//!   (zeroing them in place before the commit would destroy durable data).
 //!   Bytes past the size are never read, and every extension zeroes them
 //!   (next point). To a larger size it extends the file (a hole). An
 //!   inline file stays inline while the new size is ≤ 128 bytes. The
 //!   blocks are freed from the end in steps of [`TAIL_STEP`] extents, one
 //!   transaction each (the first one sets the size); a crash in between
 //!   leaves blocks past the size, which is legal (preallocation) and freed
-//!   by the next truncate.
+//!   by the next truncate, or by an extension over them.
 //! * **Zero on extension** ([`Fs::clear_past_eof`]): whatever makes a file
 //!   larger — a write past the end, truncate up, fallocate without
 //!   `KEEP_SIZE` — first makes every byte between the old and the new size
 //!   read as zero, in the transaction that sets the new size: the old last
 //!   block's bytes from the old size up to the new size are zeroed in place
 //!   (an overwrite, with its intents, like any write), and written blocks
-//!   wholly past the old size (left by an interrupted shrink) are freed.
+//!   wholly between the old and the new size (left by an interrupted
+//!   shrink) are freed.
 //!   No byte at or past the new size is written: until the transaction
 //!   commits, a crash may show the zeros (the extension's own content,
 //!   landed early as an overwrite's may) but never destroys a byte the
