@@ -123,7 +123,7 @@ fn sparse_files_read_zeros_and_seek_data_and_holes() {
 }
 
 #[test]
-fn truncate_down_frees_blocks_and_zeroes_the_tail_then_up_is_a_hole() {
+fn truncate_down_frees_blocks_then_up_is_a_hole_of_zeros() {
     let legs = Legs::small();
     let fs = legs.mount();
     let free0 = fs.statfs().unwrap().bfree;
@@ -162,6 +162,192 @@ fn truncate_down_frees_blocks_and_zeroes_the_tail_then_up_is_a_hole() {
     let moved = read_all(&fs, small);
     assert_eq!(&moved[..8], b"0123\0\0\0\0");
     assert!(moved[8..].iter().all(|&b| b == 0));
+    fs.unmount().unwrap();
+}
+
+/// A 10000-byte file (4 KiB blocks), committed, then shrunk to 5000: the
+/// bytes 5000..8192 of its last block stay on disk as they were.
+fn shrunk_file(fs: &keelfs_fs::core::Fs, seed: u64) -> (u64, Vec<u8>) {
+    let ino = new_file(fs);
+    let data = pattern(seed, 10_000);
+    fs.write(ino, 0, &data).unwrap();
+    fs.fsync(ino, false).unwrap();
+    fs.truncate(ino, 5000).unwrap();
+    (ino, data)
+}
+
+#[track_caller]
+fn zeros_past(got: &[u8], data: &[u8], from: usize, what: &str) {
+    assert_bytes(&got[..from], &data[..from], what);
+    if let Some(p) = got[from..].iter().position(|&b| b != 0) {
+        panic!("{what}: stale byte at {} of {}", from + p, got.len());
+    }
+}
+
+#[test]
+fn a_shrink_writes_no_data_and_a_crash_before_its_commit_keeps_the_old_bytes() {
+    let legs = Legs::small();
+    let fs = legs.mount();
+    let (ino, data) = shrunk_file(&fs, 70);
+    assert_eq!(read_all(&fs, ino), &data[..5000]);
+    drop(fs); // crash: the shrink never committed
+    let fs = legs.mount();
+    assert_bytes(
+        &read_all(&fs, ino),
+        &data,
+        "the old size shows the old bytes",
+    );
+    fs.unmount().unwrap();
+}
+
+#[test]
+fn every_extension_after_a_shrink_shows_zeros_past_the_old_size() {
+    let legs = Legs::small();
+    let fs = legs.mount();
+    for commit_between in [false, true] {
+        let what = |w: &str| format!("{w} (shrink committed first: {commit_between})");
+        let shrink = |seed| {
+            let (ino, data) = shrunk_file(&fs, seed);
+            if commit_between {
+                fs.fsync(ino, false).unwrap();
+            }
+            (ino, data)
+        };
+        // Truncate up (the brief's case): 5000..8192 read zero.
+        let (ino, data) = shrink(71);
+        fs.truncate(ino, 10_000).unwrap();
+        let got = read_all(&fs, ino);
+        assert_eq!(got.len(), 10_000);
+        zeros_past(&got, &data, 5000, &what("truncate up"));
+        // A write past the end, beyond the old last block.
+        let (ino, data) = shrink(72);
+        fs.write(ino, 9000, b"far").unwrap();
+        let got = read_all(&fs, ino);
+        assert_eq!(&got[9000..], b"far");
+        zeros_past(
+            &got[..9000],
+            &data,
+            5000,
+            &what("write past the last block"),
+        );
+        // A write past the end, inside the old last block.
+        let (ino, data) = shrink(73);
+        fs.write(ino, 6000, b"near").unwrap();
+        let got = read_all(&fs, ino);
+        assert_eq!(&got[6000..], b"near");
+        zeros_past(
+            &got[..6000],
+            &data,
+            5000,
+            &what("write inside the last block"),
+        );
+        // An append exactly at the end, and then growing over the rest.
+        let (ino, data) = shrink(74);
+        fs.write(ino, 5000, b"at").unwrap();
+        fs.truncate(ino, 10_000).unwrap();
+        let got = read_all(&fs, ino);
+        assert_eq!(&got[5000..5002], b"at");
+        zeros_past(&got[5002..], &[], 0, &what("append, then truncate up"));
+        assert_bytes(&got[..5000], &data[..5000], &what("append"));
+        // fallocate that extends the size, plain and zero-range.
+        for (seed, mode) in [(75, 0), (76, FL_ZERO)] {
+            let (ino, data) = shrink(seed);
+            fs.fallocate(ino, 7000, 3000, mode).unwrap();
+            let got = read_all(&fs, ino);
+            assert_eq!(got.len(), 10_000);
+            zeros_past(&got, &data, 5000, &what(&format!("fallocate mode {mode}")));
+        }
+        // fallocate with KEEP_SIZE changes no size: the stale bytes stay
+        // out of sight until a later extension zeroes them.
+        let (ino, data) = shrink(77);
+        fs.fallocate(ino, 0, 12_000, FL_KEEP_SIZE).unwrap();
+        assert_eq!(fs.getattr(ino).unwrap().size, 5000);
+        fs.truncate(ino, 12_000).unwrap();
+        zeros_past(
+            &read_all(&fs, ino),
+            &data,
+            5000,
+            &what("keep-size, then up"),
+        );
+    }
+    fs.unmount().unwrap();
+}
+
+#[test]
+fn extensions_after_a_shrink_survive_a_crash_as_old_or_new_never_stale() {
+    for fsync_shrink in [false, true] {
+        let legs = Legs::small();
+        let fs = legs.mount();
+        let (ino, data) = shrunk_file(&fs, 80);
+        if fsync_shrink {
+            fs.fsync(ino, false).unwrap();
+        }
+        fs.truncate(ino, 10_000).unwrap();
+        drop(fs); // crash: the truncate up never committed
+        let fs = legs.mount();
+        let got = read_all(&fs, ino);
+        if fsync_shrink {
+            // The shrink is durable: 5000 bytes, and growing shows zeros.
+            assert_bytes(&got, &data[..5000], "the committed shrink");
+            fs.truncate(ino, 10_000).unwrap();
+            zeros_past(&read_all(&fs, ino), &data, 5000, "grown after the crash");
+        } else {
+            // Neither committed: the old size; the old last block holds
+            // its old bytes, or the zeros of the later truncate up (its
+            // own content, landed before its commit), never anything else.
+            assert_eq!(got.len(), 10_000);
+            assert_bytes(&got[..5000], &data[..5000], "below the shrink");
+            assert_bytes(&got[8192..], &data[8192..], "the block past the last");
+            let tail = &got[5000..8192];
+            assert!(
+                tail == &data[5000..8192] || tail.iter().all(|&b| b == 0),
+                "bytes 5000..8192 are neither the old ones nor zeros"
+            );
+        }
+        fs.unmount().unwrap();
+    }
+}
+
+#[test]
+fn written_blocks_an_interrupted_shrink_left_past_the_size_never_show() {
+    let legs = Legs::small();
+    let fs = legs.mount();
+    // What a crash between the steps of a long shrink leaves (or a write
+    // racing its later steps): the size is set, written blocks remain past
+    // it.
+    let leave = |seed| {
+        let ino = new_file(&fs);
+        let data = pattern(seed, 40_000);
+        fs.write(ino, 0, &data).unwrap();
+        let tx = fs.journal().start().unwrap();
+        let cell = fs.inode(ino).unwrap();
+        let mut state = cell.write();
+        state.size = 5000;
+        fs.store_inode(&tx, &state).unwrap();
+        (ino, data)
+    };
+    let (ino, data) = leave(90);
+    fs.truncate(ino, 40_000).unwrap();
+    zeros_past(&read_all(&fs, ino), &data, 5000, "truncate up");
+    assert_eq!(
+        fs.getattr(ino).unwrap().blocks,
+        2 * 8,
+        "the stale blocks were freed"
+    );
+    let (ino, data) = leave(91);
+    fs.write(ino, 30_000, b"far").unwrap();
+    zeros_past(&read_all(&fs, ino)[..30_000], &data, 5000, "write far past");
+    let (ino, data) = leave(92);
+    fs.write(ino, 12_000, b"in a stale block").unwrap();
+    zeros_past(
+        &read_all(&fs, ino)[..12_000],
+        &data,
+        5000,
+        "write into a stale block",
+    );
+    let (ino, data) = leave(93);
+    fs.fallocate(ino, 0, 40_000, 0).unwrap();
+    zeros_past(&read_all(&fs, ino), &data, 5000, "fallocate");
     fs.unmount().unwrap();
 }
 

@@ -1,5 +1,13 @@
-//! Orphans: the orphan list (§4 orphan head, §5 next-orphan links) of
+//! Orphans: the orphan list (§5.1: anchored in the root inode's next-orphan
+//! link; on a filesystem without `RO_COMPAT_ORPHANS_IN_ROOT`, made by an
+//! earlier keelfs, in the §4 superblock head; §5 next-orphan links) of
 //! inodes unlinked while still open.
+//!
+//! The list is journalled with the inodes it links, so after journal
+//! recovery it is exactly the orphans of the last committed transaction: a
+//! chain that names a free or linked inode is corruption, never a crash
+//! window. With the list in the root, a non-zero superblock head is an
+//! error (the field is reserved) and is cleared.
 //!
 //! The list must name inodes in use, without a loop; an inode on it has
 //! link count 0 and no directory names it. When fsck runs, nothing holds
@@ -17,12 +25,31 @@ use crate::checker::{Checker, Fate};
 use crate::inodes::type_name;
 use crate::options::Mode;
 use crate::report::Pass;
+use keelfs_fs::format::superblock::ROOT_INODE;
 use std::collections::BTreeSet;
 
 impl Checker<'_> {
     /// Checks the orphan list; see the module docs.
     pub fn check_orphans(&mut self) {
-        let head = self.sb.orphan_head;
+        let in_root = self.sb.orphans_in_root();
+        if in_root && self.sb.orphan_head != 0 {
+            self.report.error(
+                Pass::Links,
+                true,
+                format!(
+                    "the superblock names inode {} as the orphan list head, but the list is \
+                     anchored in the root inode: the superblock's field is cleared",
+                    self.sb.orphan_head
+                ),
+            );
+            self.plan.orphan_list_reset = true;
+            self.plan.superblocks = true;
+        }
+        let head = if in_root {
+            self.kept(ROOT_INODE).map_or(0, |r| r.inode.next_orphan)
+        } else {
+            self.sb.orphan_head
+        };
         let mut list: Vec<u64> = Vec::new();
         let mut seen = BTreeSet::new();
         let mut x = head;
@@ -56,7 +83,12 @@ impl Checker<'_> {
         let stray: Vec<u64> = self
             .inodes
             .iter()
-            .filter(|(n, r)| r.kept() && r.inode.next_orphan != 0 && !on_list.contains(n))
+            .filter(|(n, r)| {
+                r.kept()
+                    && r.inode.next_orphan != 0
+                    && !on_list.contains(n)
+                    && !(in_root && **n == ROOT_INODE)
+            })
             .map(|(&n, _)| n)
             .collect();
         for ino in stray {
@@ -138,5 +170,12 @@ impl Checker<'_> {
         self.plan.orphans_released = pending;
         self.plan.orphan_list_reset = true;
         self.plan.superblocks = true;
+        if in_root {
+            // The anchor: a repair releases every pending orphan and writes
+            // the root with an empty list.
+            if let Some(root) = self.inodes.get_mut(&ROOT_INODE).filter(|r| r.kept()) {
+                root.inode.next_orphan = 0;
+            }
+        }
     }
 }

@@ -190,7 +190,12 @@ fn orphans_are_released() {
     t.unlink(ROOT_INODE, "doomed");
     fs.sync_all().unwrap();
     drop(fs); // a crash with the file still open: it is on the orphan list
-    assert_eq!(img.superblock().orphan_head, ino);
+    assert_eq!(
+        img.inode(ROOT_INODE).next_orphan,
+        ino,
+        "the root anchors it"
+    );
+    assert_eq!(img.superblock().orphan_head, 0);
     // -n: pending orphans are a note, not an error (the committed
     // transactions are replayed in memory).
     let o = img.check();
@@ -203,10 +208,77 @@ fn orphans_are_released() {
     // -y releases them.
     let o = img.repair();
     assert_eq!(o.exit_code, EXIT_CORRECTED, "{}", messages(&o));
-    assert_eq!(img.superblock().orphan_head, 0);
+    assert_eq!(img.inode(ROOT_INODE).next_orphan, 0);
     let o = img.check();
     assert_eq!(o.exit_code, EXIT_CLEAN, "{}", messages(&o));
     assert!(o.first().findings().is_empty(), "{}", messages(&o));
+    intact(&img, &p);
+}
+
+#[test]
+fn an_orphan_chain_naming_a_linked_inode_is_cut() {
+    let (img, p) = fresh_populated();
+    let linked = p.files[1].1;
+    img.edit_inode(ROOT_INODE, |root| root.next_orphan = linked);
+    found_and_fixed(
+        &img,
+        &format!("inode {linked} (regular file) is on the orphan list but has 1 links"),
+    );
+    assert_eq!(img.inode(ROOT_INODE).next_orphan, 0);
+    intact(&img, &p);
+}
+
+#[test]
+fn a_superblock_orphan_head_is_reserved_when_the_root_anchors_the_list() {
+    let (img, p) = fresh_populated();
+    let set = keelfs_fs::devset::identify(&img.devices()).unwrap();
+    let mut sb = set.superblock().clone();
+    assert!(sb.orphans_in_root());
+    sb.orphan_head = p.files[0].1;
+    keelfs_fs::devset::write_superblocks(&set, &sb, set.generation()).unwrap();
+    drop(set);
+    found_and_fixed(&img, "the list is anchored in the root inode");
+    assert_eq!(img.superblock().orphan_head, 0);
+    intact(&img, &p);
+}
+
+#[test]
+fn orphans_of_an_earlier_keelfs_in_the_superblock_are_released() {
+    let (img, p) = fresh_populated();
+    let fs = img.mount();
+    let t = Tree::new(&fs);
+    let ino = t.file(ROOT_INODE, "doomed", &pattern(4, 7000));
+    fs.open(ino).unwrap();
+    t.unlink(ROOT_INODE, "doomed");
+    // As an earlier keelfs wrote it: the head in the superblock, none in
+    // the root.
+    fs.orphans().replace(Vec::new());
+    let tx = fs.journal().start().unwrap();
+    fs.inodes()
+        .relink_orphan(&tx, ROOT_INODE, fs.orphans())
+        .unwrap();
+    drop(tx);
+    fs.sync_all().unwrap();
+    drop(fs);
+    let set = keelfs_fs::devset::identify(&img.devices()).unwrap();
+    let mut sb = set.superblock().clone();
+    sb.ro_compat_features &= !keelfs_fs::format::superblock::RO_COMPAT_ORPHANS_IN_ROOT;
+    sb.orphan_head = ino;
+    keelfs_fs::devset::write_superblocks(&set, &sb, set.generation()).unwrap();
+    drop(set);
+    let o = img.repair();
+    assert_eq!(o.exit_code, EXIT_CORRECTED, "{}", messages(&o));
+    assert!(
+        o.first()
+            .findings()
+            .iter()
+            .any(|f| f.message.contains(&format!("orphan inode {ino}"))),
+        "{}",
+        messages(&o)
+    );
+    assert_eq!(img.superblock().orphan_head, 0);
+    let o = img.check();
+    assert_eq!(o.exit_code, EXIT_CLEAN, "{}", messages(&o));
     intact(&img, &p);
 }
 

@@ -10,7 +10,8 @@
 //!   states) — at least 10,000 crash states;
 //! * `crash_random`: longer seeded random workloads;
 //! * `crash_known_bugs`: the bugs the simulator found, one small workload
-//!   each (they fail until fixed);
+//!   each (an open bug's test is ignored and fails until fixed; a fixed
+//!   bug's test stays as a regression test);
 //! * `crash_harness`: the simulator's own checks can fail (a disk that
 //!   drops flushes, a lost rename, a bad block, a damaged image);
 //! * `crash_replay`: `KEELFS_CRASH_REPLAY=FILE` replays one reproducer

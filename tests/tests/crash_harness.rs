@@ -130,14 +130,14 @@ fn the_oracle_rejects_a_lost_fsynced_rename_and_a_rename_with_both_names() {
     let (_, fs) = mount_template(&t);
     let before = observe(&fs).unwrap();
     drop(fs);
-    let e = judge(&rec, &cut, &before, false, false).unwrap_err();
+    let e = judge(&rec, &cut, &before, false).unwrap_err();
     assert!(
         e.contains("op 1 (fsync B) returned before the crash"),
         "{e}"
     );
     // Before the fsync returned, it is a legal state.
     let early = CutInfo::at(&rec, rec.steps[2].start);
-    assert_eq!(judge(&rec, &early, &before, true, false).unwrap().state, 0);
+    assert_eq!(judge(&rec, &early, &before, true).unwrap().state, 0);
 
     // Both names: no op sequence leaves that.
     let (_, fs) = mount_template(&t);
@@ -146,7 +146,7 @@ fn the_oracle_rejects_a_lost_fsynced_rename_and_a_rename_with_both_names() {
     fs.link(foo, b, b"foo").unwrap();
     let both = observe(&fs).unwrap();
     drop(fs);
-    let e = judge(&rec, &early, &both, false, false).unwrap_err();
+    let e = judge(&rec, &early, &both, false).unwrap_err();
     assert!(e.contains("matches no state"), "{e}");
 
     // And the honest end state passes.
@@ -162,7 +162,7 @@ fn the_oracle_rejects_a_lost_fsynced_rename_and_a_rename_with_both_names() {
         .collect();
     let fs = Fs::mount(devices(&mems), &mount_params(&rec.config)).unwrap();
     let end = observe(&fs).unwrap();
-    assert_eq!(judge(&rec, &cut, &end, true, false).unwrap().state, 2);
+    assert_eq!(judge(&rec, &cut, &end, true).unwrap().state, 2);
 }
 
 /// The byte offset of foo's first data block in a template leg image.

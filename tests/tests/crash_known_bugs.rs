@@ -1,26 +1,34 @@
 //! Crash bugs the simulator found in the filesystem, each as the smallest
-//! workload that shows it. These tests FAIL until the bug is fixed; the
-//! exploring tests (`crash_ace.rs`, `crash_random.rs`) count these bugs'
-//! states instead of failing on them (`KEELFS_CRASH_STRICT=1` makes them
-//! fail there too).
+//! workload that shows it. The test of an open bug is `#[ignore]`d and
+//! FAILS until the bug is fixed (run it with `--ignored`); the exploring
+//! tests (`crash_ace.rs`, `crash_random.rs`) count that bug's states
+//! (`check::KnownBug`) instead of failing on them (`KEELFS_CRASH_STRICT=1`
+//! makes them fail there too). The test of a fixed bug stays, not ignored,
+//! as a regression test, and the exploring tests fail on its states like
+//! on any other.
 //!
-//! 1. (Fixed: the test stays.) A power cut between the legs' superblock
-//!    writes (unmount, syncfs, the mount's own "mounted" write, the
-//!    orphan-head write after a commit) leaves one leg with an older
+//! 1. FIXED. A power cut between the legs' superblock writes (unmount,
+//!    syncfs, the mount's own "mounted" write) left one leg with an older
 //!    superblock generation; the mount called that leg stale ("it was
 //!    away") and refused to mount without `-o degraded`, though the leg
 //!    missed no write. `devset::identify` now judges staleness by the
 //!    newest member table's `last_transaction` for the leg (docs/format.md
-//!    §4), and the simulator counts such states as failures again.
-//! 2. The orphan list head is in the superblock, which is not journalled:
-//!    a crash after a commit that changed the orphan list and before the
-//!    superblock write that follows it leaks the orphan (allocated, no
-//!    link, never freed: fsck -n reports it) or leaves a head naming an
-//!    inode a replayed transaction freed (the mount marks the filesystem
-//!    as having errors: fsck -n exit 4).
-//! 3. A truncate zeroes the tail of its new last block in place before its
-//!    transaction commits; a crash before the commit leaves the old size
-//!    with zeros over durable data.
+//!    §4).
+//! 2. FIXED. The orphan list head was in the superblock, which is not
+//!    journalled: a crash after a commit that changed the orphan list and
+//!    before the superblock write that followed it leaked the orphan
+//!    (allocated, no link, never freed: fsck -n reported it) or left a
+//!    head naming an inode a replayed transaction freed (the mount marked
+//!    the filesystem as having errors: fsck -n exit 4). The list is now
+//!    anchored in the root inode's next-orphan link, changed in the
+//!    transaction that changes the inodes it links (docs/format.md §5.1).
+//! 3. FIXED. A truncate zeroed the tail of its new last block in place
+//!    before its transaction committed; a crash before the commit left the
+//!    old size with zeros over durable data. A shrink now writes no data;
+//!    whatever extends the file again zeroes what lies past the old size,
+//!    in the transaction that extends it (docs/format.md §6.1). Its tests
+//!    also grow the file back after the shrink, with and without a commit
+//!    in between, on 1 KiB and 4 KiB blocks.
 
 use keelfs_engine::device::CrashPoint;
 use keelfs_fs::core::Fs;
@@ -35,8 +43,12 @@ use rand::SeedableRng;
 use std::sync::Arc;
 
 fn recording(ops: &[&str], hold_refs: bool) -> Recording {
+    recording_on(FsConfig::small(), ops, hold_refs)
+}
+
+fn recording_on(config: FsConfig, ops: &[&str], hold_refs: bool) -> Recording {
     let setup = standard_setup();
-    let template = Template::build(FsConfig::small(), &setup).unwrap();
+    let template = Template::build(config, &setup).unwrap();
     let w = Workload {
         setup,
         ops: ops.iter().map(|l| Op::parse(l).unwrap()).collect(),
@@ -107,7 +119,6 @@ fn power_cut_between_the_legs_superblock_writes_needs_no_degraded_mount() {
 }
 
 #[test]
-#[ignore = "open bug: the orphan list head is written to the superblock outside the journal (fix: keep it in a journaled block)"]
 fn crash_after_an_orphaning_commit_leaves_a_clean_filesystem() {
     // The kernel still knows foo when it is unlinked: it becomes an orphan.
     let rec = recording(&["unlink foo", "fsync ."], true);
@@ -121,7 +132,6 @@ fn crash_after_an_orphaning_commit_leaves_a_clean_filesystem() {
 }
 
 #[test]
-#[ignore = "open bug: truncate zeroes the new last block's tail in place before its transaction commits (fix: zero it when the file is extended again)"]
 fn uncommitted_truncate_leaves_durable_bytes_alone() {
     let rec = recording(&["truncate foo 1000", "fsync foo"], false);
     let f = failures(&rec);
@@ -131,4 +141,53 @@ fn uncommitted_truncate_leaves_durable_bytes_alone() {
         f.len(),
         f.join("\n")
     );
+}
+
+/// The brief's case: 10000 bytes, truncated to 5000, grown back to 10000:
+/// bytes 5000.. read zero in every state, and no crash state shows stale
+/// bytes or zeros under a size that still covers old data.
+#[test]
+fn truncate_down_then_up_shows_zeros_in_every_crash_state() {
+    let grow = ["write foo append 4000", "fsync foo"];
+    for config in [FsConfig::small(), FsConfig::small_4k()] {
+        for between in [None, Some("fsync foo")] {
+            let mut ops: Vec<&str> = grow.to_vec();
+            ops.push("truncate foo 5000");
+            ops.extend(between);
+            ops.extend(["truncate foo 10000", "fsync foo"]);
+            let rec = recording_on(config, &ops, false);
+            let f = failures(&rec);
+            assert!(
+                f.is_empty(),
+                "{ops:?} on {} B blocks: {} failing states:\n{}",
+                config.block_size,
+                f.len(),
+                f.join("\n")
+            );
+        }
+    }
+}
+
+/// Shrinks followed by writes past the end (inside the old last block and
+/// beyond it), a truncate up inside the old last block and a fallocate
+/// that extends the size: an extension zeroes up to its new size and never
+/// past it (where the uncommitted shrink's old bytes may still count).
+#[test]
+fn extensions_past_a_shrunk_end_show_zeros_in_every_crash_state() {
+    for tail in [
+        "write foo at 3000 100",
+        "truncate foo 3100",
+        "write foo at 9000 200",
+        "fallocate foo allocate 7000 3000",
+    ] {
+        let ops = ["truncate foo 2500", tail, "fsync foo"];
+        let rec = recording_on(FsConfig::small_4k(), &ops, false);
+        let f = failures(&rec);
+        assert!(
+            f.is_empty(),
+            "{ops:?}: {} failing states:\n{}",
+            f.len(),
+            f.join("\n")
+        );
+    }
 }

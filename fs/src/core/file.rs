@@ -26,9 +26,14 @@
 //!   failed piece are given back and the write returns the bytes that were
 //!   completed, or `NoSpace` when none were; the file's size covers exactly
 //!   what was written.
-//! * Bytes of the last block past the size are always zero (truncate and
-//!   punch keep them so), so a write that extends a file within its last
-//!   block exposes zeros, not old data.
+//! * **Nothing stale past the old size shows.** A shrink leaves the bytes
+//!   of its new last block past the size as they were (`file_space.rs`), so
+//!   a write that extends the file zeroes what lies between the old size
+//!   and its data: in the partial blocks it reads, those bytes are zeroed
+//!   before the new data goes in (bytes past the write's end are left as
+//!   they are); the old last block, if the write does not reach it, and
+//!   written blocks wholly between the old size and the write are handled
+//!   by [`Fs::clear_past_eof`], in the same transaction.
 //!
 //! What it relies on: the caller holds the inode's lock (shared to read,
 //! exclusive to write, with the journal handle taken before it); the extent
@@ -296,6 +301,8 @@ impl Fs {
         let bs = self.block_size();
         let end = offset + data.len() as u64;
         let (b0, b1) = (offset / bs, end.div_ceil(bs));
+        let old_size = state.size;
+        self.clear_past_eof(tx, state, end, b0)?;
         let ino = state.ino();
         let pieces = extent::map(&self.cache, Self::root_mut(state)?, b0, b1)?;
         // The whole block range, old bytes where partial blocks keep some.
@@ -317,6 +324,16 @@ impl Fs {
                 let old = self.read_blocks(Self::root_mut(state)?, b, 1)?;
                 let at = ((b - b0) * bs) as usize;
                 buf[at..at + bs as usize].copy_from_slice(&old);
+                // Bytes from the old size up to the new data are stale (a
+                // shrink left them): the file shows zeros there. Bytes past
+                // the write's end stay as they are (past the new size, they
+                // may still be durable data of an uncommitted shrink).
+                let from = old_size.max(b * bs);
+                let to = offset.min((b + 1) * bs);
+                if from < to {
+                    let (from, to) = ((from - b * bs) as usize, (to - b * bs) as usize);
+                    buf[at + from..at + to].fill(0);
+                }
             }
         }
         let head = (offset - b0 * bs) as usize;

@@ -4,14 +4,31 @@
 //! What it promises:
 //!
 //! * **truncate** to a smaller size frees every block wholly past the new
-//!   size (preallocated blocks past the old size included) and zeroes the
-//!   rest of the new last block, so bytes past the size always read as
-//!   zero; to a larger size it only changes the size (a hole). An inline
-//!   file stays inline while the new size is ≤ 128 bytes. The blocks are
-//!   freed from the end in steps of [`TAIL_STEP`] extents, one transaction
-//!   each (the first one sets the size); a crash in between leaves blocks
-//!   past the size, which is legal (preallocation) and freed by the next
-//!   truncate.
+//!   size (preallocated blocks past the old size included) and leaves the
+//!   rest of the new last block as it was: no data is written, so a crash
+//!   before the transaction commits finds the old size over the old bytes
+//!   (zeroing them in place before the commit would destroy durable data).
+//!   Bytes past the size are never read, and every extension zeroes them
+//!   (next point). To a larger size it extends the file (a hole). An
+//!   inline file stays inline while the new size is ≤ 128 bytes. The
+//!   blocks are freed from the end in steps of [`TAIL_STEP`] extents, one
+//!   transaction each (the first one sets the size); a crash in between
+//!   leaves blocks past the size, which is legal (preallocation) and freed
+//!   by the next truncate, or by an extension over them.
+//! * **Zero on extension** ([`Fs::clear_past_eof`]): whatever makes a file
+//!   larger — a write past the end, truncate up, fallocate without
+//!   `KEEP_SIZE` — first makes every byte between the old and the new size
+//!   read as zero, in the transaction that sets the new size: the old last
+//!   block's bytes from the old size up to the new size are zeroed in place
+//!   (an overwrite, with its intents, like any write), and written blocks
+//!   wholly between the old and the new size (left by an interrupted
+//!   shrink) are freed.
+//!   No byte at or past the new size is written: until the transaction
+//!   commits, a crash may show the zeros (the extension's own content,
+//!   landed early as an overwrite's may) but never destroys a byte the
+//!   committed size still covers. So no stale byte is ever read back,
+//!   whatever shrinks and crashes came before, and no crash state holds a
+//!   byte that is neither the committed one nor the new one.
 //! * **fallocate** mode 0 allocates unwritten extents over the holes of the
 //!   range (they read as zeros) and extends the size; `KEEP_SIZE` leaves
 //!   the size; `PUNCH_HOLE` (with `KEEP_SIZE`, as Linux requires) frees the
@@ -125,12 +142,12 @@ impl Fs {
         let bs = self.block_size();
         let mut more = false;
         if size <= state.size {
-            if size < state.size && size % bs != 0 {
-                self.zero_in_block(tx, state, size / bs, (size % bs) as usize, bs as usize)?;
-            }
             // Shrinking (or truncating to the size) also drops blocks
-            // preallocated past the size.
+            // preallocated past the size. The new last block's bytes past
+            // the size stay as they are (see the module docs).
             more = self.free_tail(tx, state, size.div_ceil(bs))?;
+        } else {
+            self.clear_past_eof(tx, state, size, u64::MAX)?;
         }
         state.size = size;
         Ok(more)
@@ -180,8 +197,54 @@ impl Fs {
         Ok(())
     }
 
-    /// Zeroes bytes `from .. to` of logical block `block` if it holds
-    /// written data (holes and unwritten blocks read as zeros already).
+    /// Before the size grows from `state.size` to `new_size`: makes every
+    /// byte in between read as zero (see the module docs). Logical blocks
+    /// from `rewritten_from` on are the caller's: it rewrites them whole and
+    /// zeroes what it reads past the old size (the write path); the others
+    /// pass `u64::MAX`. Does not change the size.
+    pub(crate) fn clear_past_eof(
+        &self,
+        tx: &TxHandle<'_>,
+        state: &mut InodeState,
+        new_size: u64,
+        rewritten_from: u64,
+    ) -> FsResult<()> {
+        let old = state.size;
+        if new_size <= old || !matches!(state.data, DataArea::Extents(_)) {
+            return Ok(());
+        }
+        let bs = self.block_size();
+        let last = old / bs;
+        if old % bs != 0 && last < rewritten_from {
+            // Up to the new size only: bytes past it may still be durable
+            // data (a shrink in this same, uncommitted transaction).
+            let to = (new_size - last * bs).min(bs);
+            self.zero_in_block(tx, state, last, (old % bs) as usize, to as usize)?;
+        }
+        let (first, end) = (old.div_ceil(bs), new_size.div_ceil(bs).min(rewritten_from));
+        if first >= end {
+            return Ok(());
+        }
+        let DataArea::Extents(root) = &state.data else {
+            return Ok(());
+        };
+        if extent::last_end(&self.cache, root)? <= first {
+            return Ok(());
+        }
+        let stale: Vec<(u64, u64)> = extent::map(&self.cache, root, first, end)?
+            .into_iter()
+            .filter(|p| matches!(p.kind, PieceKind::Data { .. }))
+            .map(|p| (p.logical, p.end()))
+            .collect();
+        for (start, stop) in stale {
+            self.free_range(tx, state, start, stop)?;
+        }
+        Ok(())
+    }
+
+    /// Zeroes bytes `from .. to` of logical block `block` (in place, with
+    /// its intents) if it holds written data and they are not zero already
+    /// (holes and unwritten blocks read as zeros).
     fn zero_in_block(
         &self,
         tx: &TxHandle<'_>,
@@ -200,6 +263,9 @@ impl Fs {
             return Ok(());
         }
         let mut bytes = self.read_blocks(root, block, 1)?;
+        if bytes[from..to].iter().all(|&b| b == 0) {
+            return Ok(());
+        }
         bytes[from..to].fill(0);
         self.overwrite(tx, e.physical + (block - e.logical), &bytes)
     }
@@ -244,6 +310,9 @@ impl Fs {
                 return Ok(());
             }
             self.make_extents(tx, state)?;
+        }
+        if !keep {
+            self.clear_past_eof(tx, state, end, u64::MAX)?;
         }
         let bs = self.block_size();
         if punch || zero {

@@ -21,7 +21,8 @@
 //!   is marked dead: whoever still holds it gets `Stale`.
 //! * The `next_orphan` field on disk is owned by the orphan list
 //!   ([`super::orphan::Orphans`]): `store` writes the list's value, never
-//!   the cell's, so a store can never undo an orphan-list update.
+//!   the cell's, so a store can never undo an orphan-list update (the
+//!   root's field is the list's head, so this holds for the root too).
 //!
 //! LOCK ORDER (the fs core's, see `core/mod.rs`): journal handle, then
 //! inode locks (a directory before its children, two directories in
@@ -323,13 +324,31 @@ impl InodeCache {
     /// list, in place (decoded and encoded under the block's guard, so a
     /// concurrent [`store`](Self::store) of that inode is never undone).
     pub fn relink_orphan(&self, tx: &TxHandle<'_>, ino: u64, orphans: &Orphans) -> FsResult<()> {
+        self.rewrite_next_orphan(tx, ino, |ino| orphans.next_of(ino))
+    }
+
+    /// Sets the `next_orphan` field of used inode `ino` to `next`, in place:
+    /// only for mount, before the orphan list is loaded (everywhere else
+    /// the list owns the field: [`relink_orphan`](Self::relink_orphan)).
+    pub(crate) fn set_next_orphan(&self, tx: &TxHandle<'_>, ino: u64, next: u64) -> FsResult<()> {
+        self.rewrite_next_orphan(tx, ino, |_| next)
+    }
+
+    fn rewrite_next_orphan(
+        &self,
+        tx: &TxHandle<'_>,
+        ino: u64,
+        next: impl FnOnce(u64) -> u64,
+    ) -> FsResult<()> {
         let at = self.layout.inode_location(ino)?;
         let buf = read_meta(&self.cache, at.block, BlockKind::InodeTable, None)?;
         let mut w = tx.write(&buf);
         let slot = &mut payload_mut(&mut w)[at.offset..at.offset + INODE_SIZE];
         let mut inode = Inode::decode(slot)
-            .map_err(|e| FsError::Corrupt(format!("orphan inode {ino}: {e}")))?;
-        inode.next_orphan = orphans.next_of(ino);
+            .map_err(|e| FsError::Corrupt(format!("orphan list link in inode {ino}: {e}")))?;
+        // Read under the block's guard: a concurrent list update and this
+        // write cannot cross.
+        inode.next_orphan = next(ino);
         let mut image = [0u8; INODE_SIZE];
         inode.encode(&mut image)?;
         slot.copy_from_slice(&image);

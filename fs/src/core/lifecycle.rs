@@ -13,10 +13,21 @@
 //!   else it goes on the orphan list and is freed when the last of them
 //!   goes ([`Fs::forget`], [`Fs::release`]) — or, after a crash, at the next
 //!   mount ([`Fs::recover_orphans`], run by `mount`);
+//! * an inode joins or leaves the orphan list in the transaction that
+//!   orphans or frees it: the list's links (the root's `next_orphan`, the
+//!   orphans' own) are inode-table fields written in that transaction
+//!   (`orphan.rs`), so after any crash the list holds exactly the orphans
+//!   of the last committed transaction;
 //! * freeing an inode frees everything it holds (`reclaim.rs`), takes it off
 //!   the orphan list, writes its slot free (keeping the generation) and
-//!   clears its bitmap bit — one transaction; its cell is marked dead and
-//!   dropped from the cache;
+//!   clears its bitmap bit — one transaction, or, for an orphan with many
+//!   extents, several whose last one frees the slot (it stays on the list
+//!   meanwhile, so a crash only leaves less to do); its cell is marked dead
+//!   and dropped from the cache;
+//! * at mount every orphan on the list is freed, the list ends empty, and
+//!   the superblock records no errors unless the chain was broken (a link
+//!   to a free or linked inode, out of range, unreadable, or a loop) or an
+//!   orphan could not be freed;
 //! * freeing runs once: the checks are repeated under the inode's lock.
 //!
 //! What it relies on: the inode cache, the allocators, the orphan list and
@@ -24,10 +35,12 @@
 //! the inode lock it passes in).
 
 use super::inode::{InodeCell, InodeState};
+use super::orphan::ORPHAN_ANCHOR;
 use super::time;
 use super::{reclaim, Fs};
 use crate::error::{FsError, FsResult};
-use crate::format::{FileType, Inode, InodeSlot};
+use crate::format::superblock::RO_COMPAT_ORPHANS_IN_ROOT;
+use crate::format::{FileType, Inode, InodeSlot, Superblock};
 use crate::journal::TxHandle;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -143,9 +156,19 @@ impl Fs {
             return self.store_inode(tx, state);
         }
         if cell.in_use() {
-            self.orphans.push(state.ino(), tx.seq());
-            self.store_inode(tx, state)?;
-            self.note_orphan_change(tx);
+            let ino = state.ino();
+            if !self.orphans.push(ino) {
+                return self.store_inode(tx, state);
+            }
+            let linked = self
+                .store_inode(tx, state)
+                .and_then(|()| self.inodes.relink_orphan(tx, ORPHAN_ANCHOR, &self.orphans));
+            if let Err(e) = linked {
+                // Not on the list after all: the anchor names what it named.
+                self.orphans.remove(ino);
+                let _ = self.inodes.relink_orphan(tx, ORPHAN_ANCHOR, &self.orphans);
+                return Err(e);
+            }
             Ok(())
         } else {
             self.free_inode(tx, state)
@@ -204,11 +227,8 @@ impl Fs {
     pub(crate) fn free_inode(&self, tx: &TxHandle<'_>, state: &mut InodeState) -> FsResult<()> {
         let ino = state.ino();
         reclaim::free_storage(self, tx, &mut state.inode)?;
-        if let Some(pred) = self.orphans.remove(ino, tx.seq()) {
-            if pred != 0 {
-                self.inodes.relink_orphan(tx, pred, &self.orphans)?;
-            }
-            self.note_orphan_change(tx);
+        if let Some(pred) = self.orphans.remove(ino) {
+            self.inodes.relink_orphan(tx, pred, &self.orphans)?;
         }
         self.inodes.write_slot(
             tx,
@@ -224,36 +244,48 @@ impl Fs {
         Ok(())
     }
 
-    /// After `tx` is durable, write the superblock with the orphan head as
-    /// of `tx` (if it changed).
-    fn note_orphan_change(&self, tx: &TxHandle<'_>) {
-        let keeper = Arc::clone(&self.keeper);
-        let orphans = Arc::clone(&self.orphans);
-        let seq = tx.seq();
-        tx.after_commit(Box::new(move || {
-            if let Some(head) = orphans.head_as_of(seq) {
-                if let Err(e) = keeper.write(seq, |sb| sb.orphan_head = head) {
-                    log::error!("writing the orphan list head {head} to the superblocks: {e}");
-                }
+    /// Finishes off the orphans a crash left (run by a read-write mount,
+    /// after journal recovery): walks the chain from the root's
+    /// `next_orphan` and frees every inode on it (each in bounded steps,
+    /// see `reclaim_orphan`). A filesystem of an earlier keelfs keeps the
+    /// head in the superblock: it is moved to the root first
+    /// ([`Fs::adopt_superblock_orphans`]).
+    ///
+    /// A broken chain (a link to a free inode, to an inode with links, out
+    /// of range, unreadable, or a loop) is cut after its last sound link
+    /// (in the journal, so the chain on disk is the list in memory), and an
+    /// orphan that cannot be freed (its blocks are corrupt) stays on the
+    /// list; either way the superblock is marked as having errors and the
+    /// rest is left to fsck: a damaged orphan never keeps the filesystem
+    /// from mounting.
+    pub(crate) fn recover_orphans(&self, sb: &Superblock) -> FsResult<()> {
+        if !sb.orphans_in_root() {
+            self.adopt_superblock_orphans(sb.orphan_head)?;
+        }
+        let head = match self.inodes.read_slot(ORPHAN_ANCHOR) {
+            Ok(InodeSlot::Used(root)) => root.next_orphan,
+            other => {
+                let why = match other {
+                    Err(e) => e.to_string(),
+                    _ => "its slot is free".to_string(),
+                };
+                log::error!("the root inode cannot anchor the orphan list ({why}); left to fsck");
+                let gen = self.journal.committed_seq();
+                return self.keeper.write(gen, |sb| sb.state.errors = true);
             }
-        }));
-    }
-
-    /// Walks the orphan chain a crash left (from `head`) and frees every
-    /// inode on it (each in bounded steps, see `reclaim_orphan`), then
-    /// records an empty list. A broken chain (a link to a free inode, to an
-    /// inode with links, out of range, unreadable, or a loop) stops the walk
-    /// with a warning; an orphan that cannot be freed (its blocks are
-    /// corrupt) stays on the list. Either way the superblock is marked as
-    /// having errors and the rest is left to fsck: a damaged orphan never
-    /// keeps the filesystem from mounting.
-    pub(crate) fn recover_orphans(&self, head: u64) -> FsResult<()> {
+        };
         if head == 0 {
             return Ok(());
         }
         let (chain, mut broken) = self.walk_orphans(head);
         log::info!("freeing {} orphan inode(s) left by a crash", chain.len());
         self.orphans.replace(chain.clone());
+        if broken {
+            // Cut the chain where the walk stopped.
+            let last = chain.last().copied().unwrap_or(ORPHAN_ANCHOR);
+            let tx = self.journal.start()?;
+            self.inodes.relink_orphan(&tx, last, &self.orphans)?;
+        }
         for ino in chain {
             if let Err(e) = self
                 .inode(ino)
@@ -264,14 +296,31 @@ impl Fs {
             }
         }
         self.journal.commit()?;
-        let gen = self.journal.committed_seq();
-        let head = self.orphans.head();
-        self.keeper.write(gen, |sb| {
-            sb.orphan_head = head;
-            sb.state.errors |= broken;
-        })?;
-        self.orphans.written();
+        if broken {
+            let gen = self.journal.committed_seq();
+            self.keeper.write(gen, |sb| sb.state.errors = true)?;
+        }
         Ok(())
+    }
+
+    /// A filesystem whose superblock holds the orphan head (no
+    /// `RO_COMPAT_ORPHANS_IN_ROOT`, made by an earlier keelfs): the root's
+    /// `next_orphan` takes the head in one committed transaction, then the
+    /// superblocks are written with head 0 and the feature set. A crash
+    /// between the two leaves the old superblock, and the next mount does
+    /// the same again.
+    fn adopt_superblock_orphans(&self, head: u64) -> FsResult<()> {
+        if head != 0 {
+            log::info!("moving the orphan list head {head} from the superblock to the root inode");
+            let tx = self.journal.start()?;
+            self.inodes.set_next_orphan(&tx, ORPHAN_ANCHOR, head)?;
+        }
+        self.journal.commit()?;
+        let gen = self.journal.committed_seq();
+        self.keeper.write(gen, |sb| {
+            sb.orphan_head = 0;
+            sb.ro_compat_features |= RO_COMPAT_ORPHANS_IN_ROOT;
+        })
     }
 
     /// The orphan chain from `head`, as far as it is sound; and whether it

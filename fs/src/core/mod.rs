@@ -19,7 +19,8 @@
 //! * `health.rs`: failed legs recorded in the superblocks, persistent
 //!   error counters, EIO when no leg is left;
 //! * `inode.rs`: the inode cache ([`InodeCell`], [`InodeState`]);
-//! * `orphan.rs`: the orphan list (unlinked but open);
+//! * `orphan.rs`: the orphan list (unlinked but open), anchored in the
+//!   root inode and journalled like any inode field;
 //! * `lifecycle.rs`: creating inodes, dropping links, forget, freeing,
 //!   orphan recovery (the API the namespace code builds on);
 //! * `reclaim.rs`: freeing everything an inode holds;
@@ -157,7 +158,7 @@ pub struct Fs {
     ialloc: InodeAllocator,
     inodes: InodeCache,
     tags: TagTable,
-    orphans: Arc<Orphans>,
+    orphans: Orphans,
     read_only: bool,
     /// Held by renames between two directories (lock order: after the
     /// journal handle, before inode locks); keeps directory ancestry still.
@@ -247,7 +248,7 @@ impl Fs {
             ialloc,
             inodes,
             tags,
-            orphans: Arc::new(Orphans::default()),
+            orphans: Orphans::default(),
             read_only,
             rename_lock: Mutex::new(()),
             health,
@@ -272,7 +273,7 @@ impl Fs {
                 sb.mount_count = sb.mount_count.saturating_add(1);
                 sb.last_mounted = time::now().secs.max(0) as u64;
             })?;
-            fs.recover_orphans(sb.orphan_head)?;
+            fs.recover_orphans(&sb)?;
             let watcher = HealthWatcher::start(Arc::clone(&fs.health))
                 .map_err(|e| FsError::Invalid(format!("cannot start the health thread: {e}")))?;
             *fs.watcher.lock() = Some(watcher);
@@ -321,15 +322,11 @@ impl Fs {
         let gen = self.journal.committed_seq();
         let free_blocks = self.blocks.free_blocks();
         let free_inodes = self.ialloc.free_inodes();
-        let head = self.orphans.head();
         self.keeper.write(gen, |sb| {
             sb.free_blocks = free_blocks;
             sb.free_inodes = free_inodes;
-            sb.orphan_head = head;
             sb.state.clean_unmount = clean;
-        })?;
-        self.orphans.written();
-        Ok(())
+        })
     }
 
     /// Fails with `ReadOnly` on a read-only mount.

@@ -1,145 +1,109 @@
-//! The orphan list (§4 offset 304, §5 offset 120): inodes with no name left
-//! that are still open or known to the kernel, whose blocks are freed on
-//! last close — or at the next mount, after a crash.
+//! The orphan list (docs/format.md §5.1): inodes with no name left that are
+//! still open or known to the kernel, whose blocks are freed on last close —
+//! or at the next mount, after a crash.
 //!
-//! On disk the list is a chain: the superblock names the head, each orphan
-//! names the next (`next_orphan`). In memory it is the same chain as a
-//! vector, head first, behind one mutex (a leaf lock: taken alone or inside
-//! a buffer guard, never holding anything else).
+//! On disk the list is a chain through the inode table, anchored in the
+//! root inode: the root's `next_orphan` names the first orphan, each orphan
+//! names the next (0 ends it). Every link of the chain is an inode-table
+//! field, so every change to the list is journalled with the inodes it
+//! links, in the same transaction: the chain is crash-consistent by
+//! construction (the superblock, written per leg outside the journal, holds
+//! no part of it on a filesystem with `RO_COMPAT_ORPHANS_IN_ROOT`).
+//!
+//! In memory it is the same chain as a vector, head first, behind one
+//! mutex (a leaf lock: taken alone or inside a buffer guard, never holding
+//! anything else).
 //!
 //! What it promises:
 //!
-//! * the `next_orphan` of every inode stored through the inode cache comes
-//!   from here ([`Orphans::next_of`]), so the chain in the inode table always
-//!   matches this list as of the transaction that wrote it;
-//! * every change records which transaction made it, and
-//!   [`Orphans::head_as_of`] says what the head was at the end of a given
-//!   transaction: the superblock is written with that head only after that
-//!   transaction is durable (the superblock is per leg and is not
-//!   journalled), so it never names an orphan whose inode change is not on
-//!   disk yet.
+//! * the `next_orphan` of every used inode stored through the inode cache
+//!   comes from here ([`Orphans::next_of`]; for the anchor, the root, that
+//!   is the head), so a store never undoes a list change;
+//! * [`Orphans::push`] and [`Orphans::remove`] say which slots' links
+//!   changed (the new orphan and the anchor; the predecessor, which is the
+//!   anchor when the head goes): the caller rewrites them in the same
+//!   transaction, so the chain in the inode table matches this list as of
+//!   every transaction.
 //!
-//! Crash windows (documented, not hidden): between a transaction's commit
-//! and the superblock write that follows it, the superblock's head is the
-//! previous one. A crash there leaves either an orphan missing from the
-//! chain (its inode and blocks leak until fsck) or a head that names an
-//! inode already freed (the walk at mount stops there and says so); it
-//! never frees an inode that is still linked.
+//! What it relies on: every handle open at one time belongs to the running
+//! transaction (the journal's commit waits for them), so a list change and
+//! the slot writes that follow it always land in one transaction.
 
+use crate::format::superblock::ROOT_INODE;
 use parking_lot::Mutex;
 
-#[derive(Debug, Default)]
-struct State {
-    /// The chain, head first.
-    list: Vec<u64>,
-    /// (transaction, head after it), oldest first; trimmed as superblock
-    /// writes catch up.
-    history: Vec<(u64, u64)>,
-}
-
-impl State {
-    fn head(&self) -> u64 {
-        self.list.first().copied().unwrap_or(0)
-    }
-
-    fn record(&mut self, seq: u64) {
-        let head = self.head();
-        match self.history.last_mut() {
-            Some(last) if last.0 == seq => last.1 = head,
-            _ => self.history.push((seq, head)),
-        }
-    }
-}
+/// The inode whose `next_orphan` is the list's head.
+pub const ORPHAN_ANCHOR: u64 = ROOT_INODE;
 
 /// The in-memory orphan list. See the module docs.
 #[derive(Debug, Default)]
 pub struct Orphans {
-    state: Mutex<State>,
+    /// The chain, head first.
+    list: Mutex<Vec<u64>>,
 }
 
 impl Orphans {
     /// A list whose chain (head first) was found on disk.
     pub fn with_chain(chain: Vec<u64>) -> Orphans {
         Orphans {
-            state: Mutex::new(State {
-                list: chain,
-                history: Vec::new(),
-            }),
+            list: Mutex::new(chain),
         }
     }
 
-    /// Replaces the whole list (recovery at mount), with no history.
+    /// Replaces the whole list (recovery at mount).
     pub fn replace(&self, chain: Vec<u64>) {
-        let mut st = self.state.lock();
-        st.list = chain;
-        st.history.clear();
+        *self.list.lock() = chain;
     }
 
     /// The head now (0 = empty).
     pub fn head(&self) -> u64 {
-        self.state.lock().head()
+        self.list.lock().first().copied().unwrap_or(0)
     }
 
     /// Every orphan, head first.
     pub fn list(&self) -> Vec<u64> {
-        self.state.lock().list.clone()
+        self.list.lock().clone()
     }
 
     /// Whether `ino` is on the list.
     pub fn contains(&self, ino: u64) -> bool {
-        self.state.lock().list.contains(&ino)
+        self.list.lock().contains(&ino)
     }
 
-    /// The orphan after `ino` (0 at the end, or when `ino` is no orphan).
+    /// What `ino`'s `next_orphan` field holds: the head for the anchor, the
+    /// orphan after `ino` for an orphan (0 at the end), 0 for any other
+    /// inode.
     pub fn next_of(&self, ino: u64) -> u64 {
-        let st = self.state.lock();
-        match st.list.iter().position(|&i| i == ino) {
-            Some(p) => st.list.get(p + 1).copied().unwrap_or(0),
+        let list = self.list.lock();
+        if ino == ORPHAN_ANCHOR {
+            return list.first().copied().unwrap_or(0);
+        }
+        match list.iter().position(|&i| i == ino) {
+            Some(p) => list.get(p + 1).copied().unwrap_or(0),
             None => 0,
         }
     }
 
-    /// Puts `ino` at the head, in transaction `seq`. Returns false if it
-    /// was already there.
-    pub fn push(&self, ino: u64, seq: u64) -> bool {
-        let mut st = self.state.lock();
-        if st.list.contains(&ino) {
+    /// Puts `ino` at the head. Returns false if it was already on the list
+    /// (or is the anchor). Otherwise the caller stores `ino` and rewrites
+    /// the anchor's link in the same transaction.
+    pub fn push(&self, ino: u64) -> bool {
+        let mut list = self.list.lock();
+        if ino == ORPHAN_ANCHOR || ino == 0 || list.contains(&ino) {
             return false;
         }
-        st.list.insert(0, ino);
-        st.record(seq);
+        list.insert(0, ino);
         true
     }
 
-    /// Takes `ino` off the list in transaction `seq`. Returns `None` if it
-    /// was not on it, else `Some(predecessor)` (`Some(0)` when it was the
-    /// head): the predecessor's `next_orphan` must be rewritten.
-    pub fn remove(&self, ino: u64, seq: u64) -> Option<u64> {
-        let mut st = self.state.lock();
-        let p = st.list.iter().position(|&i| i == ino)?;
-        st.list.remove(p);
-        st.record(seq);
-        Some(if p == 0 { 0 } else { st.list[p - 1] })
-    }
-
-    /// The head as of the end of transaction `seq` (the last change made
-    /// in `seq` or before), if anything changed up to `seq`; forgets the
-    /// history up to it.
-    pub fn head_as_of(&self, seq: u64) -> Option<u64> {
-        let mut st = self.state.lock();
-        let upto = st.history.partition_point(|&(s, _)| s <= seq);
-        if upto == 0 {
-            return None;
-        }
-        let head = st.history[upto - 1].1;
-        st.history.drain(..upto);
-        Some(head)
-    }
-
-    /// Forgets the whole history (the superblock was written with the
-    /// current head).
-    pub fn written(&self) {
-        self.state.lock().history.clear();
+    /// Takes `ino` off the list. Returns `None` if it was not on it, else
+    /// `Some(predecessor)` — [`ORPHAN_ANCHOR`] when it was the head —,
+    /// whose `next_orphan` the caller rewrites in the same transaction.
+    pub fn remove(&self, ino: u64) -> Option<u64> {
+        let mut list = self.list.lock();
+        let p = list.iter().position(|&i| i == ino)?;
+        list.remove(p);
+        Some(if p == 0 { ORPHAN_ANCHOR } else { list[p - 1] })
     }
 }
 
@@ -148,24 +112,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn chain_and_history() {
+    fn chain_and_anchor() {
         let o = Orphans::default();
-        assert!(o.push(5, 10));
-        assert!(o.push(7, 10));
-        assert!(!o.push(7, 11));
-        assert!(o.push(9, 12));
+        assert_eq!(o.next_of(ORPHAN_ANCHOR), 0);
+        assert!(o.push(5));
+        assert!(o.push(7));
+        assert!(!o.push(7));
+        assert!(!o.push(ORPHAN_ANCHOR));
+        assert!(o.push(9));
         assert_eq!(o.list(), vec![9, 7, 5]);
+        assert_eq!(o.next_of(ORPHAN_ANCHOR), 9);
         assert_eq!(o.next_of(9), 7);
         assert_eq!(o.next_of(5), 0);
         assert_eq!(o.next_of(42), 0);
-        assert_eq!(o.remove(7, 12), Some(9));
-        assert_eq!(o.remove(9, 13), Some(0));
-        assert_eq!(o.remove(9, 13), None);
-        assert_eq!(o.head_as_of(9), None);
-        assert_eq!(o.head_as_of(10), Some(7));
-        assert_eq!(o.head_as_of(12), Some(9));
-        assert_eq!(o.head_as_of(12), None);
-        assert_eq!(o.head_as_of(20), Some(5));
+        assert_eq!(o.remove(7), Some(9));
+        assert_eq!(o.remove(9), Some(ORPHAN_ANCHOR));
+        assert_eq!(o.remove(9), None);
+        assert_eq!(o.next_of(ORPHAN_ANCHOR), 5);
         assert_eq!(o.head(), 5);
+        o.replace(vec![3, 4]);
+        assert_eq!(o.next_of(ORPHAN_ANCHOR), 3);
+        assert!(o.contains(4));
     }
 }

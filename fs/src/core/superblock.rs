@@ -5,8 +5,12 @@
 //! device fields), so it is written whole, through
 //! [`crate::devset::write_superblocks`]: every primary, a flush, every backup, a
 //! flush. It is written at mount (state "not clean", mount count, last
-//! mount time), after commits that changed the orphan list's head, at
-//! `syncfs` (free counts) and at unmount (state "clean").
+//! mount time; and, on a filesystem of an earlier keelfs, once more when
+//! the orphan list moves to the root inode), at `syncfs` (free counts), at
+//! unmount (state "clean") and when errors or failed legs are recorded.
+//! Nothing the journal protects lives in it: the orphan list is anchored
+//! in the root inode (docs/format.md §5.1), so a crash between a commit
+//! and a superblock write loses no consistency, only summaries.
 //!
 //! What it promises:
 //!

@@ -29,8 +29,16 @@ pub const SUPERBLOCK_LEN: usize = at(880);
 pub const KNOWN_COMPAT_FEATURES: u32 = 0;
 /// Incompatible features this version knows (none).
 pub const KNOWN_INCOMPAT_FEATURES: u32 = 0;
-/// Read-only-compatible features this version knows (none).
-pub const KNOWN_RO_COMPAT_FEATURES: u32 = 0;
+/// Read-only-compatible feature 0x1: the orphan list is anchored in the
+/// root inode's `next_orphan` (journalled, §5.1) and the superblock's
+/// orphan head (offset 304) is 0 and ignored. Without it (an image made by
+/// an earlier keelfs) the superblock holds the head; a read-write mount
+/// moves it to the root and sets the feature. Read-only-compatible: a
+/// keelfs that does not know it reads everything right, but would lose
+/// the list if it wrote.
+pub const RO_COMPAT_ORPHANS_IN_ROOT: u32 = 1 << 0;
+/// Read-only-compatible features this version knows.
+pub const KNOWN_RO_COMPAT_FEATURES: u32 = RO_COMPAT_ORPHANS_IN_ROOT;
 
 /// Payload offset of a field §4 gives as an offset from the block start.
 const fn at(block_offset: usize) -> usize {
@@ -207,7 +215,9 @@ pub struct Superblock {
     pub free_blocks: u64,
     /// Summary; the inode bitmap is authoritative.
     pub free_inodes: u64,
-    /// First inode of the orphan list, 0 = empty.
+    /// First inode of the orphan list, 0 = empty — only without
+    /// [`RO_COMPAT_ORPHANS_IN_ROOT`] (an image of an earlier keelfs); with
+    /// it, always written 0 and ignored (the root inode anchors the list).
     pub orphan_head: u64,
     /// Unix seconds.
     pub created: u64,
@@ -256,7 +266,7 @@ impl Superblock {
             layout,
             compat_features: 0,
             incompat_features: 0,
-            ro_compat_features: 0,
+            ro_compat_features: RO_COMPAT_ORPHANS_IN_ROOT,
             fs_uuid,
             label: String::new(),
             lost_found_inode: LOST_FOUND_INODE,
@@ -293,6 +303,12 @@ impl Superblock {
             device_uuid: member.uuid,
             ..self.clone()
         })
+    }
+
+    /// Whether the orphan list is anchored in the root inode
+    /// ([`RO_COMPAT_ORPHANS_IN_ROOT`]) rather than in this superblock.
+    pub fn orphans_in_root(&self) -> bool {
+        self.ro_compat_features & RO_COMPAT_ORPHANS_IN_ROOT != 0
     }
 
     /// Whether unknown read-only-compatible features force a read-only
@@ -717,6 +733,7 @@ mod tests {
         let mut want = vec![0u8; 4048];
         put(&mut want, 48, b"KEELFS\0\0");
         put(&mut want, 56, &[1, 0, 0, 0]);
+        put(&mut want, 68, &[1, 0, 0, 0]); // RO_COMPAT_ORPHANS_IN_ROOT
         put(&mut want, 72, &[0, 0x10, 0, 0]);
         put(&mut want, 80, &[0, 0x40, 0, 0, 0, 0, 0, 0]);
         put(&mut want, 88, &[0x11; 16]);

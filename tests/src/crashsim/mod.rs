@@ -29,9 +29,11 @@
 //! * `reproducer.rs`: reproducer files and their replay.
 //!
 //! What a crash state must satisfy, and how it is checked, is in
-//! `check.rs` and `oracle.rs`. Known bugs of the filesystem
-//! ([`check::KnownBug`]) fail their own tests (`tests/crash_known_bugs.rs`)
-//! and are counted, not failed, by the exploring tests.
+//! `check.rs` and `oracle.rs`. Open known bugs of the filesystem
+//! ([`check::KnownBug`]) fail their own ignored tests
+//! (`tests/crash_known_bugs.rs`) and are counted, not failed, by the
+//! exploring tests; once fixed, a bug leaves `KnownBug` and its states
+//! fail like any other.
 //!
 //! Environment:
 //!

@@ -28,7 +28,13 @@
 //!    and every file's bytes are `states[j]`'s, except that each 512-byte
 //!    sector may instead hold what a later started op wrote there (an
 //!    in-place overwrite may land before the transaction that records it
-//!    commits, and a torn one may land in part). With `global_fsync`
+//!    commits, and a torn one may land in part): that op's state's bytes
+//!    up to its size, and `states[j]`'s past it. The filesystem never
+//!    writes a byte past the size an op leaves (a shrink writes no data;
+//!    an extension zeroes only up to its new size), so a sector across a
+//!    later state's end holds the later bytes before it and the old ones
+//!    after it; anything else there — zeros over bytes the size still
+//!    covers, say — fails. With `global_fsync`
 //!    (keelfs's own promise: fsync commits the whole journal), `lo` is the
 //!    op after the last persistence point passed, so nothing done before
 //!    any fsync may be lost; without it `lo` is 0.
@@ -118,42 +124,19 @@ impl Changed {
 pub struct Judgement {
     /// The model state it matched.
     pub state: usize,
-    /// It matched only by taking bytes past the size a later truncate set
-    /// as zero (the known bug of `tests/crash_known_bugs.rs`: a truncate
-    /// zeroes the tail of its new last block in place before it commits).
-    pub zeroed_tail: bool,
 }
 
-/// Judges an observed tree against the recording for a cut. With
-/// `tolerate_zeroed_tail`, a tree that matches only as
-/// [`Judgement::zeroed_tail`] describes passes; otherwise it fails naming
-/// that bug.
+/// Judges an observed tree against the recording for a cut.
 pub fn judge(
     rec: &Recording,
     cut: &CutInfo,
     seen: &Observed,
     global_fsync: bool,
-    tolerate_zeroed_tail: bool,
 ) -> Result<Judgement, String> {
     check_durability(rec, cut, seen)?;
     let lo = if global_fsync { cut.durable_state } else { 0 };
-    match check_prefix(rec, lo, cut.started, seen, false) {
-        Ok(state) => Ok(Judgement {
-            state,
-            zeroed_tail: false,
-        }),
-        Err(e) => match check_prefix(rec, lo, cut.started, seen, true) {
-            Ok(state) if tolerate_zeroed_tail => Ok(Judgement {
-                state,
-                zeroed_tail: true,
-            }),
-            Ok(state) => Err(format!(
-                "{e} (it matches state {state} if bytes past the size a later truncate set read \
-                 as zero: the truncate zeroed them in place before it committed)"
-            )),
-            Err(_) => Err(e),
-        },
-    }
+    let state = check_prefix(rec, lo, cut.started, seen)?;
+    Ok(Judgement { state })
 }
 
 fn ino(rec: &Recording, id: Id) -> u64 {
@@ -400,20 +383,16 @@ pub fn bytes_diff(got: &[u8], want: &[u8]) -> String {
 }
 
 /// Check 2 of the module docs: the state `j` in `lo..=hi` it matches.
-/// With `zero_tails`, a sector may also hold a later state's bytes with
-/// everything past that state's size zero (see [`Judgement::zeroed_tail`]).
 pub fn check_prefix(
     rec: &Recording,
     lo: usize,
     hi: usize,
     seen: &Observed,
-    zero_tails: bool,
 ) -> Result<usize, String> {
     let lo = lo.min(hi);
     let mut first_diff = None;
     for j in (lo..=hi).rev() {
-        let diff =
-            metadata_diff(rec, j, seen).or_else(|| content_diff(rec, j, hi, seen, zero_tails));
+        let diff = metadata_diff(rec, j, seen).or_else(|| content_diff(rec, j, hi, seen));
         match diff {
             None => return Ok(j),
             Some(d) => {
@@ -503,13 +482,7 @@ fn metadata_diff(rec: &Recording, j: usize, seen: &Observed) -> Option<String> {
 
 /// The first sector of a file whose bytes are neither state `j`'s nor
 /// what a later started op (up to state `hi`) wrote there.
-fn content_diff(
-    rec: &Recording,
-    j: usize,
-    hi: usize,
-    seen: &Observed,
-    zero_tails: bool,
-) -> Option<String> {
+fn content_diff(rec: &Recording, j: usize, hi: usize, seen: &Observed) -> Option<String> {
     let state = &rec.states[j];
     for (&id, inode) in &state.inodes {
         let Node::File(want) = &inode.node else {
@@ -531,13 +504,11 @@ fn content_diff(
                     let Some(Node::File(d)) = later.inodes.get(&id).map(|i| &i.node) else {
                         return false;
                     };
-                    if d.len() >= end {
-                        &d[start..end] == piece
-                    } else {
-                        zero_tails
-                            && (start..end)
-                                .all(|p| piece[p - start] == if p < d.len() { d[p] } else { 0 })
-                    }
+                    // What the later op wrote: its bytes up to its size;
+                    // past that size it changes nothing (bytes a shrink
+                    // leaves there are never rewritten before the commit).
+                    (start..end)
+                        .all(|p| piece[p - start] == if p < d.len() { d[p] } else { want[p] })
                 });
             if !ok {
                 return Some(format!(
