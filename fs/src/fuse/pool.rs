@@ -13,7 +13,11 @@
 //! * [`WorkerPool::start`] spawns the workers; call it from the daemon's
 //!   after-fork hook ([`super::daemon::Hooks::after_fork`]). It records the
 //!   process id: a job submitted from another process (a pool started before
-//!   the fork) is refused instead of waiting forever.
+//!   the fork) is refused instead of waiting forever. Each submitting thread
+//!   reads its process id once (a thread-local), so a submission costs no
+//!   system call; a thread created after the fork (every fuser session
+//!   thread is) reads the child's id. Not caught: the very thread that forked
+//!   submitting in both processes (the daemon forks before any request).
 //! * [`WorkerPool::spawn`] queues a job; when the bounded queue is full it
 //!   blocks, which stops the session loop from reading more requests
 //!   (backpressure: the kernel holds them). A refused job is handed back so
@@ -23,16 +27,20 @@
 //!   `Filesystem::destroy`, before flushing. It is idempotent and may be
 //!   called from a worker (that worker is not joined).
 //!
+//! Idle workers sleep on a condition variable (a futex) and are woken one
+//! per queued job; nothing spins or yields (a spinning receive cost several
+//! `sched_yield` calls per request on busy cores).
+//!
 //! A job that panics is caught and logged; the worker carries on (a `Reply*`
 //! dropped during the unwind answers `EIO`). Jobs must not wait for another
 //! FUSE request to be processed: with a full queue the loop is blocked.
 
+use std::cell::Cell;
+use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle, ThreadId};
-
-use crossbeam::channel::{self, Receiver, Sender};
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
 
@@ -86,19 +94,31 @@ impl Default for PoolConfig {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 enum State {
     Idle,
     Running { pid: u32 },
     ShutDown,
 }
 
+/// The queue and the pool's state, under one lock (held only to push or
+/// pop, never while a job runs).
+struct Queue {
+    state: State,
+    jobs: VecDeque<Job>,
+    /// Workers waiting on `not_empty` (a wake-up is sent only if one is).
+    idle_workers: usize,
+    /// Submitters waiting on `not_full`.
+    blocked_spawners: usize,
+}
+
 struct Inner {
     config: PoolConfig,
-    /// `None` once shut down; cloned per `spawn` so the lock is short.
-    sender: Mutex<Option<Sender<Job>>>,
-    receiver: Receiver<Job>,
-    state: Mutex<State>,
+    queue: Mutex<Queue>,
+    /// Signalled once per queued job and on shutdown (workers wait here).
+    not_empty: Condvar,
+    /// Signalled when a job leaves a full queue (`spawn` waits here).
+    not_full: Condvar,
     workers: Mutex<Vec<(ThreadId, JoinHandle<()>)>>,
     queued: AtomicUsize,
     completed: AtomicU64,
@@ -116,7 +136,7 @@ impl std::fmt::Debug for WorkerPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WorkerPool")
             .field("config", &self.inner.config)
-            .field("state", &*lock(&self.inner.state))
+            .field("state", &lock(&self.inner.queue).state)
             .field("queued", &self.queued())
             .finish()
     }
@@ -128,6 +148,22 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+thread_local! {
+    /// The process id as this thread first saw it (see the module docs).
+    static MY_PID: Cell<Option<u32>> = const { Cell::new(None) };
+}
+
+/// The calling process's id, read once per thread.
+fn my_pid() -> u32 {
+    MY_PID.with(|pid| {
+        pid.get().unwrap_or_else(|| {
+            let id = std::process::id();
+            pid.set(Some(id));
+            id
+        })
+    })
+}
+
 impl WorkerPool {
     /// A pool with its queue but no threads yet.
     pub fn new(config: PoolConfig) -> WorkerPool {
@@ -136,13 +172,17 @@ impl WorkerPool {
             queue_depth: config.queue_depth.max(1),
             name: config.name,
         };
-        let (sender, receiver) = channel::bounded(config.queue_depth);
         WorkerPool {
             inner: Arc::new(Inner {
+                queue: Mutex::new(Queue {
+                    state: State::Idle,
+                    jobs: VecDeque::with_capacity(config.queue_depth),
+                    idle_workers: 0,
+                    blocked_spawners: 0,
+                }),
                 config,
-                sender: Mutex::new(Some(sender)),
-                receiver,
-                state: Mutex::new(State::Idle),
+                not_empty: Condvar::new(),
+                not_full: Condvar::new(),
                 workers: Mutex::new(Vec::new()),
                 queued: AtomicUsize::new(0),
                 completed: AtomicU64::new(0),
@@ -154,9 +194,10 @@ impl WorkerPool {
     /// Spawn the worker threads. Starting a running pool does nothing;
     /// starting one that was shut down is an error.
     pub fn start(&self) -> Result<(), PoolError> {
-        let mut state = lock(&self.inner.state);
-        match *state {
-            State::Running { pid } if pid == std::process::id() => return Ok(()),
+        let me = std::process::id();
+        let mut queue = lock(&self.inner.queue);
+        match queue.state {
+            State::Running { pid } if pid == me => return Ok(()),
             State::Running { .. } => return Err(PoolError::OtherProcess),
             State::ShutDown => return Err(PoolError::ShutDown),
             State::Idle => {}
@@ -170,9 +211,7 @@ impl WorkerPool {
                 .map_err(|e| PoolError::Spawn(e.kind()))?;
             workers.push((handle.thread().id(), handle));
         }
-        *state = State::Running {
-            pid: std::process::id(),
-        };
+        queue.state = State::Running { pid: me };
         Ok(())
     }
 
@@ -182,33 +221,43 @@ impl WorkerPool {
     where
         F: FnOnce() + Send + 'static,
     {
-        let refusal = match *lock(&self.inner.state) {
-            State::Running { pid } if pid == std::process::id() => None,
-            State::Running { .. } => Some(PoolError::OtherProcess),
-            State::Idle => Some(PoolError::NotStarted),
-            State::ShutDown => Some(PoolError::ShutDown),
-        };
-        if let Some(reason) = refusal {
-            return Err(Rejected { job, reason });
+        let inner = &*self.inner;
+        let mut queue = lock(&inner.queue);
+        loop {
+            let refusal = match queue.state {
+                State::Running { pid } if pid == my_pid() => None,
+                State::Running { .. } => Some(PoolError::OtherProcess),
+                State::Idle => Some(PoolError::NotStarted),
+                State::ShutDown => Some(PoolError::ShutDown),
+            };
+            if let Some(reason) = refusal {
+                return Err(Rejected { job, reason });
+            }
+            if queue.jobs.len() < inner.config.queue_depth {
+                break;
+            }
+            queue.blocked_spawners += 1;
+            queue = inner
+                .not_full
+                .wait(queue)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            queue.blocked_spawners -= 1;
         }
-        let Some(sender) = lock(&self.inner.sender).clone() else {
-            return Err(Rejected {
-                job,
-                reason: PoolError::ShutDown,
-            });
-        };
-        self.inner.queued.fetch_add(1, Ordering::Relaxed);
-        // Cannot fail: the pool itself owns a receiver for as long as it lives.
-        sender
-            .send(Box::new(job))
-            .expect("worker pool receiver dropped while the pool is alive");
+        queue.jobs.push_back(Box::new(job));
+        inner.queued.fetch_add(1, Ordering::Relaxed);
+        let wake = queue.idle_workers > 0;
+        drop(queue);
+        if wake {
+            inner.not_empty.notify_one();
+        }
         Ok(())
     }
 
     /// Close the queue, run every queued job, join the workers. Idempotent.
     pub fn shutdown(&self) {
-        *lock(&self.inner.state) = State::ShutDown;
-        lock(&self.inner.sender).take();
+        lock(&self.inner.queue).state = State::ShutDown;
+        self.inner.not_empty.notify_all();
+        self.inner.not_full.notify_all();
         let me = thread::current().id();
         let workers = std::mem::take(&mut *lock(&self.inner.workers));
         for (id, handle) in workers {
@@ -239,9 +288,33 @@ impl WorkerPool {
     }
 }
 
+/// The next job; `None` once the pool is shut down *and* the queue is
+/// empty (queued jobs still run).
+fn next_job(inner: &Inner) -> Option<Job> {
+    let mut queue = lock(&inner.queue);
+    loop {
+        if let Some(job) = queue.jobs.pop_front() {
+            let wake = queue.blocked_spawners > 0;
+            drop(queue);
+            if wake {
+                inner.not_full.notify_one();
+            }
+            return Some(job);
+        }
+        if matches!(queue.state, State::ShutDown) {
+            return None;
+        }
+        queue.idle_workers += 1;
+        queue = inner
+            .not_empty
+            .wait(queue)
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        queue.idle_workers -= 1;
+    }
+}
+
 fn worker(inner: &Inner) {
-    // recv fails once the queue is closed *and* empty: queued jobs still run.
-    while let Ok(job) = inner.receiver.recv() {
+    while let Some(job) = next_job(inner) {
         if catch_unwind(AssertUnwindSafe(job)).is_err() {
             inner.panicked.fetch_add(1, Ordering::Relaxed);
             log::error!("a worker job panicked; its request was answered with EIO");
@@ -344,6 +417,43 @@ mod tests {
         assert!(blocked.join().unwrap() >= Duration::from_millis(200));
         p.shutdown();
         assert_eq!(p.completed(), 3);
+    }
+
+    #[test]
+    fn every_blocked_submitter_gets_in() {
+        // Three submitters wait on a full queue of one; as the gate opens,
+        // each must be let in (not only the one woken by the first pop).
+        let p = pool(1, 1);
+        p.start().unwrap();
+        let gate = Arc::new(Barrier::new(2));
+        let g = Arc::clone(&gate);
+        let (started, running) = std::sync::mpsc::channel();
+        p.spawn(move || {
+            started.send(()).unwrap();
+            g.wait();
+        })
+        .unwrap();
+        running.recv_timeout(Duration::from_secs(5)).unwrap();
+        p.spawn(|| thread::sleep(Duration::from_millis(20)))
+            .unwrap();
+        let submitters: Vec<_> = (0..3)
+            .map(|_| {
+                let p = p.clone();
+                thread::spawn(move || p.spawn(|| ()).unwrap())
+            })
+            .collect();
+        thread::sleep(Duration::from_millis(100));
+        gate.wait();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for s in submitters {
+            while !s.is_finished() {
+                assert!(Instant::now() < deadline, "a submitter stayed blocked");
+                thread::sleep(Duration::from_millis(5));
+            }
+            s.join().unwrap();
+        }
+        p.shutdown();
+        assert_eq!(p.completed(), 5);
     }
 
     #[test]
