@@ -30,7 +30,7 @@ tracer=
 cleanup() {
   [ -n "$tracer" ] && kill -INT "$tracer" 2>/dev/null && wait "$tracer" 2>/dev/null || true
   umount "$M" 2>/dev/null || true
-  rm -f "$WORK/a.img" "$WORK/b.img" "$WORK/perf.data"
+  rm -f "$WORK/a.img" "$WORK/b.img"; [ -n "${KEEP_PERF:-}" ] || rm -f "$WORK/perf.data"
 }
 trap cleanup EXIT
 

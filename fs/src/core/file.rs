@@ -51,6 +51,17 @@ fn log_intents(tx: &TxHandle<'_>, intents: &[(u64, Tag, Tag)]) -> FsResult<()> {
     tx.log_intents(intents)
 }
 
+/// Whether a write sets mtime and ctime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WriteTimes {
+    /// Set both to now (POSIX, for a write the filesystem sees happen).
+    Stamp,
+    /// Leave them: whoever sent the data owns the times and sets them
+    /// itself (the kernel's writeback cache: its write(2) stamped them in
+    /// the page cache and it sends them with setattr).
+    Keep,
+}
+
 /// The largest file size (Linux's `loff_t` limit).
 pub const MAX_FILE_SIZE: u64 = i64::MAX as u64;
 
@@ -168,13 +179,15 @@ impl Fs {
 
     /// Writes `data` at `offset`; returns the bytes written (all of them,
     /// or fewer when space ran out part-way). Updates size, block count,
-    /// mtime and ctime, and stores the inode.
+    /// mtime and ctime (unless `times` is [`WriteTimes::Keep`]), and stores
+    /// the inode once.
     pub(crate) fn write_file(
         &self,
         tx: &TxHandle<'_>,
         state: &mut InodeState,
         offset: u64,
         data: &[u8],
+        times: WriteTimes,
     ) -> FsResult<usize> {
         state.check_live()?;
         match state.file_type {
@@ -219,9 +232,11 @@ impl Fs {
         };
         if let Ok(written) = result {
             state.size = state.size.max(offset + written as u64);
-            let now = time::now();
-            state.mtime = now;
-            state.ctime = now;
+            if times == WriteTimes::Stamp {
+                let now = time::now();
+                state.mtime = now;
+                state.ctime = now;
+            }
         }
         // Stored even after an error: the extent root may have changed.
         self.store_inode(tx, state)?;

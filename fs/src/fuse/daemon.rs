@@ -90,7 +90,9 @@ pub enum DaemonError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServeConfig {
     /// fuser session loops reading `/dev/fuse` (`fuser::Config::n_threads`).
-    /// One is enough when the filesystem hands requests to a worker pool.
+    /// With a pool of zero threads (the default) the loops run the requests
+    /// themselves, so they are how many requests are served at once; one
+    /// is enough when the filesystem hands requests to worker threads.
     pub session_threads: usize,
     /// Give each loop its own cloned `/dev/fuse` descriptor
     /// (`fuser::Config::clone_fd`); only matters with several loops.
@@ -98,10 +100,11 @@ pub struct ServeConfig {
 }
 
 impl Default for ServeConfig {
+    /// [`super::pool::default_threads`] loops, each on its own descriptor.
     fn default() -> Self {
         ServeConfig {
-            session_threads: 1,
-            clone_fd: false,
+            session_threads: super::pool::default_threads(),
+            clone_fd: true,
         }
     }
 }

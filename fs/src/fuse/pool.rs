@@ -6,6 +6,14 @@
 //! moves the request's arguments and its `Reply*` (which is `Send`) into a job
 //! and hands it to a [`WorkerPool`]; a worker runs it and replies.
 //!
+//! A pool of **zero threads** runs each job on the thread that submits it
+//! (with the same counters and panic catching). That is the default: the
+//! daemon then runs several fuser session loops
+//! ([`super::daemon::ServeConfig`]), and they are the workers — a request
+//! costs no hand-off between threads (one context switch less, which on
+//! busy cores is most of a small request's latency), and a slow request
+//! holds up only its own loop, as a slow job holds up only its worker.
+//!
 //! Life cycle, which the daemon's fork dictates:
 //! * [`WorkerPool::new`] creates the queue but no threads, so the pool can be
 //!   built with the filesystem before the mount (threads do not survive
@@ -74,7 +82,7 @@ impl<F> std::fmt::Debug for Rejected<F> {
 /// Size and name of a pool.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolConfig {
-    /// Number of worker threads (at least 1).
+    /// Number of worker threads; 0: jobs run on the submitting thread.
     pub threads: usize,
     /// Jobs that may wait in the queue before `spawn` blocks (at least 1).
     pub queue_depth: usize,
@@ -82,12 +90,20 @@ pub struct PoolConfig {
     pub name: String,
 }
 
+/// Threads that serve requests when nothing else is said: four per core
+/// (requests mostly wait for I/O), at least 4, at most 64. The default
+/// number of fuser session loops too.
+pub fn default_threads() -> usize {
+    let cores = thread::available_parallelism().map_or(2, |n| n.get());
+    (cores * 4).clamp(4, 64)
+}
+
 impl Default for PoolConfig {
-    /// Four workers per core (requests mostly wait for I/O), 256 queued jobs.
+    /// No worker threads (jobs run on the session loops that submit them,
+    /// see the module docs), 256 queued jobs if threads are configured.
     fn default() -> Self {
-        let cores = thread::available_parallelism().map_or(2, |n| n.get());
         PoolConfig {
-            threads: (cores * 4).clamp(4, 64),
+            threads: 0,
             queue_depth: 256,
             name: "keelfs-worker".to_owned(),
         }
@@ -125,8 +141,8 @@ struct Inner {
     panicked: AtomicU64,
 }
 
-/// A fixed set of worker threads fed by a bounded queue. Cheap to clone (all
-/// clones are the same pool).
+/// A fixed set of worker threads fed by a bounded queue, or none (jobs run
+/// on their submitters). Cheap to clone (all clones are the same pool).
 #[derive(Clone)]
 pub struct WorkerPool {
     inner: Arc<Inner>,
@@ -168,7 +184,7 @@ impl WorkerPool {
     /// A pool with its queue but no threads yet.
     pub fn new(config: PoolConfig) -> WorkerPool {
         let config = PoolConfig {
-            threads: config.threads.max(1),
+            threads: config.threads,
             queue_depth: config.queue_depth.max(1),
             name: config.name,
         };
@@ -222,6 +238,9 @@ impl WorkerPool {
         F: FnOnce() + Send + 'static,
     {
         let inner = &*self.inner;
+        if inner.config.threads == 0 {
+            return self.run_here(job);
+        }
         let mut queue = lock(&inner.queue);
         loop {
             let refusal = match queue.state {
@@ -250,6 +269,26 @@ impl WorkerPool {
         if wake {
             inner.not_empty.notify_one();
         }
+        Ok(())
+    }
+
+    /// A pool of zero threads: run `job` on this thread, counted as a
+    /// worker would.
+    fn run_here<F>(&self, job: F) -> Result<(), Rejected<F>>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        let inner = &*self.inner;
+        let refusal = match lock(&inner.queue).state {
+            State::Running { .. } => None,
+            State::Idle => Some(PoolError::NotStarted),
+            State::ShutDown => Some(PoolError::ShutDown),
+        };
+        if let Some(reason) = refusal {
+            return Err(Rejected { job, reason });
+        }
+        inner.queued.fetch_add(1, Ordering::Relaxed);
+        run_job(inner, job);
         Ok(())
     }
 
@@ -315,13 +354,18 @@ fn next_job(inner: &Inner) -> Option<Job> {
 
 fn worker(inner: &Inner) {
     while let Some(job) = next_job(inner) {
-        if catch_unwind(AssertUnwindSafe(job)).is_err() {
-            inner.panicked.fetch_add(1, Ordering::Relaxed);
-            log::error!("a worker job panicked; its request was answered with EIO");
-        }
-        inner.queued.fetch_sub(1, Ordering::Relaxed);
-        inner.completed.fetch_add(1, Ordering::Relaxed);
+        run_job(inner, job);
     }
+}
+
+/// Run a counted job (`queued` already includes it), catching a panic.
+fn run_job(inner: &Inner, job: impl FnOnce()) {
+    if catch_unwind(AssertUnwindSafe(job)).is_err() {
+        inner.panicked.fetch_add(1, Ordering::Relaxed);
+        log::error!("a worker job panicked; its request was answered with EIO");
+    }
+    inner.queued.fetch_sub(1, Ordering::Relaxed);
+    inner.completed.fetch_add(1, Ordering::Relaxed);
 }
 
 #[cfg(test)]
@@ -357,6 +401,27 @@ mod tests {
         assert_eq!(p.spawn(|| ()).unwrap_err().reason, PoolError::ShutDown);
         assert_eq!(p.start().unwrap_err(), PoolError::ShutDown);
         assert_eq!(p.completed(), 1);
+    }
+
+    #[test]
+    fn a_pool_of_no_threads_runs_jobs_on_the_submitter() {
+        let p = pool(0, 4);
+        assert_eq!(p.spawn(|| ()).unwrap_err().reason, PoolError::NotStarted);
+        p.start().unwrap();
+        let me = thread::current().id();
+        let (tx, rx) = std::sync::mpsc::channel();
+        p.spawn(move || tx.send(thread::current().id()).unwrap())
+            .unwrap();
+        assert_eq!(
+            rx.try_recv().unwrap(),
+            me,
+            "ran here, before spawn returned"
+        );
+        p.spawn(|| panic!("job failure (expected by the test)"))
+            .unwrap();
+        assert_eq!((p.completed(), p.panicked(), p.queued()), (2, 1, 0));
+        p.shutdown();
+        assert_eq!(p.spawn(|| ()).unwrap_err().reason, PoolError::ShutDown);
     }
 
     #[test]
