@@ -346,7 +346,7 @@ impl Volume {
     fn read_verified(&self, first: u64, buf: &mut [u8], check: &Check<'_>) -> EngineResult<()> {
         let bs = self.block_size;
         let n = self.blocks_in(buf);
-        let order = self.set.read_order();
+        let order = self.set.read_order_near(first);
         if order.is_empty() {
             return Err(EngineError::NoLegs);
         }

@@ -34,6 +34,8 @@
 //! exclusive to write, with the journal handle taken before it); the extent
 //! tree, tag table, allocator and volume.
 
+use std::borrow::Cow;
+
 use super::extent::{self, Piece, PieceKind, TreeWriter};
 use super::inode::InodeState;
 use super::time;
@@ -293,29 +295,13 @@ impl Fs {
         let (b0, b1) = (offset / bs, end.div_ceil(bs));
         let ino = state.ino();
         let pieces = extent::map(&self.cache, Self::root_mut(state)?, b0, b1)?;
-        // The whole block range, old bytes where partial blocks keep some.
-        let mut buf = vec![0u8; ((b1 - b0) * bs) as usize];
-        let mut partial = Vec::new();
-        if offset % bs != 0 {
-            partial.push(b0);
-        }
-        if end % bs != 0 && !partial.contains(&(b1 - 1)) {
-            partial.push(b1 - 1);
-        }
-        for b in partial {
-            let piece = pieces.iter().find(|p| p.logical <= b && b < p.end());
-            if let Some(Piece {
-                kind: PieceKind::Data { .. },
-                ..
-            }) = piece
-            {
-                let old = self.read_blocks(Self::root_mut(state)?, b, 1)?;
-                let at = ((b - b0) * bs) as usize;
-                buf[at..at + bs as usize].copy_from_slice(&old);
-            }
-        }
-        let head = (offset - b0 * bs) as usize;
-        buf[head..head + data.len()].copy_from_slice(data);
+        // The whole block range, old bytes where partial blocks keep some;
+        // whole blocks are written from `data` itself (no copy).
+        let buf: Cow<'_, [u8]> = if offset % bs == 0 && end % bs == 0 {
+            Cow::Borrowed(data)
+        } else {
+            Cow::Owned(self.block_image(state, &pieces, offset, data)?)
+        };
 
         let mut goal = self.goal_after(Self::root_mut(state)?, b0, ino)?;
         let mut done = b0;
@@ -347,6 +333,44 @@ impl Fs {
             return Err(FsError::NoSpace);
         }
         Ok(written as usize)
+    }
+
+    /// The whole blocks `data` at `offset` touches, as they will be after
+    /// the write: zeros, with the old bytes of a partial first or last
+    /// block that holds data, and `data` over them.
+    fn block_image(
+        &self,
+        state: &mut InodeState,
+        pieces: &[Piece],
+        offset: u64,
+        data: &[u8],
+    ) -> FsResult<Vec<u8>> {
+        let bs = self.block_size();
+        let end = offset + data.len() as u64;
+        let (b0, b1) = (offset / bs, end.div_ceil(bs));
+        let mut buf = vec![0u8; ((b1 - b0) * bs) as usize];
+        let mut partial = Vec::new();
+        if offset % bs != 0 {
+            partial.push(b0);
+        }
+        if end % bs != 0 && !partial.contains(&(b1 - 1)) {
+            partial.push(b1 - 1);
+        }
+        for b in partial {
+            let piece = pieces.iter().find(|p| p.logical <= b && b < p.end());
+            if let Some(Piece {
+                kind: PieceKind::Data { .. },
+                ..
+            }) = piece
+            {
+                let old = self.read_blocks(Self::root_mut(state)?, b, 1)?;
+                let at = ((b - b0) * bs) as usize;
+                buf[at..at + bs as usize].copy_from_slice(&old);
+            }
+        }
+        let head = (offset - b0 * bs) as usize;
+        buf[head..head + data.len()].copy_from_slice(data);
+        Ok(buf)
     }
 
     /// Allocates and writes the hole at `logical` with `bytes` (whole

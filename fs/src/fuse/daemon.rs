@@ -11,7 +11,8 @@
 //!    devices and builds the filesystem (it must not start threads).
 //! 3. mount(2) by ourselves ([`super::mount::mount_fuse`]), then
 //!    `fuser::Session::from_fd`, which answers FUSE_INIT (calling
-//!    `Filesystem::init`). From here on the mount is live. Any failure so far
+//!    `Filesystem::init`), and raises the connection's readahead
+//!    ([`super::mount::READ_AHEAD_KB`]). From here on the mount is live. Any failure so far
 //!    exits non-zero with a message on stderr, before forking, and leaves
 //!    nothing mounted.
 //! 4. Unless `-f`: fork. The parent waits on a pipe until the child reports
@@ -314,6 +315,9 @@ pub fn serve<FS: Filesystem>(
         spec.source,
         target.display()
     );
+    if let Err(e) = mount::set_read_ahead(handle.dev(), mount::READ_AHEAD_KB) {
+        log::warn!("readahead left at the kernel's default: {e}");
+    }
     let ready = if opts.foreground {
         Ready::Foreground
     } else {
