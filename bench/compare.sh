@@ -11,6 +11,9 @@
 #                cargo names `mkfs-keelfs`), e.g. target/release; default:
 #                where the installed `keelfs` is (scripts/install.sh)
 #   KEELFS_OPTS  extra `-o` options for the keelfs mount (e.g. threads=8)
+#   KEELFS_BEFORE_BIN  a second directory of keelfs programs (e.g. a build
+#                from before a change, copied aside): it runs too, as
+#                "before", and the table gets keelfs/before ratios
 #   SYSTEMS      which to run, default "ext4 fuse2fs keelfs"
 #   SIZE_MIB     sequential file size (512), NFILES small files (5000)
 # keelfs is mounted by running `$KEELFS_BIN/keelfs SOURCE MOUNTPOINT -o ...`
@@ -62,7 +65,7 @@ run() { # name
 
 fresh_img() { rm -f "$WORK/$1"; truncate -s 4G "$WORK/$1"; }
 
-rm -f "$WORK"/{ext4,fuse2fs,keelfs}.txt
+rm -f "$WORK"/{ext4,fuse2fs,keelfs,before}.txt
 if want ext4 || want fuse2fs; then
   fresh_img ext4.img; mkfs.ext4 -q -F "$WORK/ext4.img"
 fi
@@ -76,11 +79,20 @@ if want fuse2fs; then
 fi
 rm -f "$WORK/ext4.img"
 
-if want keelfs; then
+run_keelfs() { # name bindir
+  local mkfs=$2/mkfs.keelfs
+  [ -x "$mkfs" ] || mkfs=$2/mkfs-keelfs
   fresh_img a.img; fresh_img b.img
-  "$MKFS" -q -F "$WORK/a.img" "$WORK/b.img"
-  "$KEELFS" "$WORK/a.img,$WORK/b.img" "$WORK/mnt" ${KEELFS_OPTS:+-o "$KEELFS_OPTS"}
-  run keelfs | tee "$WORK/keelfs.txt"; umount "$WORK/mnt"; sleep 1
+  "$mkfs" -q -F "$WORK/a.img" "$WORK/b.img"
+  "$2/keelfs" "$WORK/a.img,$WORK/b.img" "$WORK/mnt" ${KEELFS_OPTS:+-o "$KEELFS_OPTS"}
+  run "$1" | tee "$WORK/$1.txt"; umount "$WORK/mnt"; sleep 1
+  rm -f "$WORK/a.img" "$WORK/b.img"
+}
+if [ -n "${KEELFS_BEFORE_BIN:-}" ]; then
+  run_keelfs before "$KEELFS_BEFORE_BIN"
+fi
+if want keelfs; then
+  run_keelfs keelfs "$KEELFS_BIN"
 fi
 
 python3 - "$WORK" <<'PY'
@@ -89,11 +101,14 @@ w = sys.argv[1]
 def load(n):
     p = f"{w}/{n}.txt"
     return dict(re.findall(r'(\S+)=(\S+)', open(p).read())) if os.path.exists(p) else None
-k, f, e = load("keelfs"), load("fuse2fs"), load("ext4")
+k, f, e, b = load("keelfs"), load("fuse2fs"), load("ext4"), load("before")
 def ratio(a, b, m):
     return f"{float(a[m])/float(b[m]):.2f}" if a and b else "-"
 for m in ("write_MiB/s", "read_MiB/s", "files/s"):
     cell = lambda d: d[m] if d else "-"
-    print(f"{m:12} keelfs {cell(k):>8}  fuse2fs {cell(f):>8}  ext4 {cell(e):>8}"
-          f"   keelfs/fuse2fs {ratio(k, f, m)}  keelfs/ext4 {ratio(k, e, m)}")
+    line = (f"{m:12} keelfs {cell(k):>8}  fuse2fs {cell(f):>8}  ext4 {cell(e):>8}"
+            f"   keelfs/fuse2fs {ratio(k, f, m)}  keelfs/ext4 {ratio(k, e, m)}")
+    if b:
+        line += f"   before {cell(b):>8}  keelfs/before {ratio(k, b, m)}"
+    print(line)
 PY

@@ -12,7 +12,7 @@ set -euo pipefail
 here=$(dirname "$0")
 export NFILES=${NFILES:-1000}
 MAX_FUTEX=${GUARD_MAX_FUTEX:-1.0}
-MAX_SWITCHES=${GUARD_MAX_SWITCHES:-1.5}
+MAX_SWITCHES=${GUARD_MAX_SWITCHES:-2.0}
 # Context switches without strace (its stops would add their own).
 plain=$(bash "$here/profile.sh" files none 2>/dev/null | tail -1)
 out=$(bash "$here/profile.sh" files strace 2>/dev/null)
