@@ -3,15 +3,45 @@
 # kernel ext4 on loop devices: sequential write + read of SIZE_MIB, and
 # creating + stat'ing + removing NFILES small files. Prints MiB/s and
 # files/s per system and keelfs's ratio to each reference.
-# Needs root, fuse2fs (apt-get install fuse2fs) and the installed keelfs
-# programs (scripts/install.sh). Images go under $WORK (default /var/tmp).
+# Needs root and fuse2fs (apt-get install fuse2fs). Images go under $WORK
+# (default /var/tmp/keelfs-bench) and are removed at the end.
+#
+# Environment:
+#   KEELFS_BIN   directory holding `keelfs` and `mkfs.keelfs` (or the
+#                cargo names `mkfs-keelfs`), e.g. target/release; default:
+#                where the installed `keelfs` is (scripts/install.sh)
+#   KEELFS_OPTS  extra `-o` options for the keelfs mount (e.g. threads=8)
+#   KEELFS_BEFORE_BIN  a second directory of keelfs programs (e.g. a build
+#                from before a change, copied aside): it runs too, as
+#                "before", and the table gets keelfs/before ratios
+#   SYSTEMS      which to run, default "ext4 fuse2fs keelfs"
+#   SIZE_MIB     sequential file size (512), NFILES small files (5000)
+# keelfs is mounted by running `$KEELFS_BIN/keelfs SOURCE MOUNTPOINT -o ...`
+# directly (the mount program's own argv form, docs/mount.md).
 set -euo pipefail
 SIZE_MIB=${SIZE_MIB:-512}
 NFILES=${NFILES:-5000}
 WORK=${WORK:-/var/tmp/keelfs-bench}
-command -v fuse2fs >/dev/null || { echo "fuse2fs missing: apt-get install fuse2fs" >&2; exit 2; }
+SYSTEMS=${SYSTEMS:-ext4 fuse2fs keelfs}
+KEELFS_OPTS=${KEELFS_OPTS:-}
+if [ -z "${KEELFS_BIN:-}" ]; then
+  KEELFS_BIN=$(dirname "$(command -v keelfs || echo /usr/local/sbin/keelfs)")
+fi
+KEELFS=$KEELFS_BIN/keelfs
+MKFS=$KEELFS_BIN/mkfs.keelfs
+[ -x "$MKFS" ] || MKFS=$KEELFS_BIN/mkfs-keelfs
+want() { case " $SYSTEMS " in *" $1 "*) return 0;; *) return 1;; esac; }
+if want fuse2fs; then
+  command -v fuse2fs >/dev/null || { echo "fuse2fs missing: apt-get install fuse2fs" >&2; exit 2; }
+fi
+if want keelfs; then
+  [ -x "$KEELFS" ] && [ -x "$MKFS" ] || { echo "no keelfs / mkfs.keelfs in $KEELFS_BIN" >&2; exit 2; }
+fi
 mkdir -p "$WORK/mnt"
-cleanup() { umount "$WORK/mnt" 2>/dev/null || true; }
+cleanup() {
+  umount "$WORK/mnt" 2>/dev/null || true
+  rm -f "$WORK/ext4.img" "$WORK/a.img" "$WORK/b.img"
+}
 trap cleanup EXIT
 
 now() { date +%s.%N; }
@@ -35,24 +65,50 @@ run() { # name
 
 fresh_img() { rm -f "$WORK/$1"; truncate -s 4G "$WORK/$1"; }
 
-fresh_img ext4.img; mkfs.ext4 -q -F "$WORK/ext4.img"
-mount -o loop "$WORK/ext4.img" "$WORK/mnt"; run ext4 | tee "$WORK/ext4.txt"; umount "$WORK/mnt"
+rm -f "$WORK"/{ext4,fuse2fs,keelfs,before}.txt
+if want ext4 || want fuse2fs; then
+  fresh_img ext4.img; mkfs.ext4 -q -F "$WORK/ext4.img"
+fi
+if want ext4; then
+  mount -o loop "$WORK/ext4.img" "$WORK/mnt"; run ext4 | tee "$WORK/ext4.txt"; umount "$WORK/mnt"
+  mount -o loop "$WORK/ext4.img" "$WORK/mnt"; rm -rf "$WORK/mnt"/*; umount "$WORK/mnt"
+fi
+if want fuse2fs; then
+  fuse2fs -o fakeroot "$WORK/ext4.img" "$WORK/mnt" >/dev/null 2>&1 || fuse2fs "$WORK/ext4.img" "$WORK/mnt"
+  run fuse2fs | tee "$WORK/fuse2fs.txt"; umount "$WORK/mnt"; sleep 1
+fi
+rm -f "$WORK/ext4.img"
 
-mount -o loop "$WORK/ext4.img" "$WORK/mnt"; rm -rf "$WORK/mnt"/*; umount "$WORK/mnt"
-fuse2fs -o fakeroot "$WORK/ext4.img" "$WORK/mnt" >/dev/null 2>&1 || fuse2fs "$WORK/ext4.img" "$WORK/mnt"
-run fuse2fs | tee "$WORK/fuse2fs.txt"; umount "$WORK/mnt"; sleep 1
-
-fresh_img a.img; fresh_img b.img
-mkfs.keelfs -q -F "$WORK/a.img" "$WORK/b.img"
-mount -t fuse.keelfs "$WORK/a.img,$WORK/b.img" "$WORK/mnt"
-run keelfs | tee "$WORK/keelfs.txt"; umount "$WORK/mnt"; sleep 1
+run_keelfs() { # name bindir
+  local mkfs=$2/mkfs.keelfs
+  [ -x "$mkfs" ] || mkfs=$2/mkfs-keelfs
+  fresh_img a.img; fresh_img b.img
+  "$mkfs" -q -F "$WORK/a.img" "$WORK/b.img"
+  "$2/keelfs" "$WORK/a.img,$WORK/b.img" "$WORK/mnt" ${KEELFS_OPTS:+-o "$KEELFS_OPTS"}
+  run "$1" | tee "$WORK/$1.txt"; umount "$WORK/mnt"; sleep 1
+  rm -f "$WORK/a.img" "$WORK/b.img"
+}
+if [ -n "${KEELFS_BEFORE_BIN:-}" ]; then
+  run_keelfs before "$KEELFS_BEFORE_BIN"
+fi
+if want keelfs; then
+  run_keelfs keelfs "$KEELFS_BIN"
+fi
 
 python3 - "$WORK" <<'PY'
-import sys, re
+import os, sys, re
 w = sys.argv[1]
 def load(n):
-    return dict(re.findall(r'(\S+)=(\S+)', open(f"{w}/{n}.txt").read()))
-k, f, e = load("keelfs"), load("fuse2fs"), load("ext4")
+    p = f"{w}/{n}.txt"
+    return dict(re.findall(r'(\S+)=(\S+)', open(p).read())) if os.path.exists(p) else None
+k, f, e, b = load("keelfs"), load("fuse2fs"), load("ext4"), load("before")
+def ratio(a, b, m):
+    return f"{float(a[m])/float(b[m]):.2f}" if a and b else "-"
 for m in ("write_MiB/s", "read_MiB/s", "files/s"):
-    print(f"{m:12} keelfs {k[m]:>8}  fuse2fs {f[m]:>8}  ext4 {e[m]:>8}   keelfs/fuse2fs {float(k[m])/float(f[m]):.2f}  keelfs/ext4 {float(k[m])/float(e[m]):.2f}")
+    cell = lambda d: d[m] if d else "-"
+    line = (f"{m:12} keelfs {cell(k):>8}  fuse2fs {cell(f):>8}  ext4 {cell(e):>8}"
+            f"   keelfs/fuse2fs {ratio(k, f, m)}  keelfs/ext4 {ratio(k, e, m)}")
+    if b:
+        line += f"   before {cell(b):>8}  keelfs/before {ratio(k, b, m)}"
+    print(line)
 PY

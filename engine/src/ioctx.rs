@@ -8,9 +8,14 @@
 //! inheritance: idle writeback that a best-effort fsync waits on is served
 //! as best-effort until it is done).
 //!
-//! Contexts are looked up per pid in an [`IoContextTable`], shared while
-//! any request holds them (reference-counted with `Arc`), and forgotten when
-//! the last reference goes. The context a thread is working for is
+//! Contexts are looked up per pid in an [`IoContextTable`] and shared by
+//! every request of that pid (reference-counted with `Arc`). The table keeps
+//! a context for [`IDLE_AFTER`] after its pid's last request, so a pid that
+//! sends one request after another (every FUSE caller) costs no system call
+//! per request: its priority is read from the kernel (`ioprio_get` and
+//! `getpriority`) when the context is made and again at most every
+//! [`REFRESH_AFTER`], lazily, on a lookup. A context unused for longer
+//! is forgotten (reaped on a later lookup). The context a thread is working for is
 //! thread-local ("current", like the kernel's `current->io_context`): the
 //! FUSE worker enters the caller's context for the length of a request with
 //! [`enter`], and the schedulers below read it with [`current`], so no
@@ -20,7 +25,7 @@ use parking_lot::Mutex;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU16, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// A priority class, in dispatch order (lower value goes first).
@@ -139,13 +144,28 @@ impl IoContext {
         })
     }
 
-    fn for_pid(pid: u32) -> IoContext {
+    fn for_pid(pid: u32, now: Instant) -> IoContext {
         IoContext {
             pid,
             label: format!("pid {pid}"),
             base_rank: AtomicU16::new(IoPrio::of_pid(pid).rank()),
             boost_rank: AtomicU16::new(u16::MAX),
-            refreshed: Mutex::new(Instant::now()),
+            refreshed: Mutex::new(now),
+        }
+    }
+
+    /// Read the pid's priority from the kernel again if the last reading
+    /// is older than [`REFRESH_AFTER`] (one request of the pid does it; the
+    /// others go on with the old value meanwhile).
+    fn refresh_if_due(&self, now: Instant) {
+        let Some(mut refreshed) = self.refreshed.try_lock() else {
+            return;
+        };
+        if now.saturating_duration_since(*refreshed) > REFRESH_AFTER {
+            *refreshed = now;
+            drop(refreshed);
+            self.base_rank
+                .store(IoPrio::of_pid(self.pid).rank(), Ordering::Relaxed);
         }
     }
 
@@ -174,16 +194,37 @@ impl IoContext {
 }
 
 /// How long a pid's priority is trusted before it is read again (a caller
-/// can be re-niced with `ionice -p` while it runs).
-const REFRESH_AFTER: Duration = Duration::from_secs(1);
+/// can be re-niced with `ionice -p` while it runs). Also what a reused pid
+/// may inherit at worst: the priority of its predecessor, for this long.
+pub const REFRESH_AFTER: Duration = Duration::from_secs(1);
 
-/// The contexts of live requesters, by pid.
+/// How long the table keeps the context of a pid that sends no requests.
+pub const IDLE_AFTER: Duration = Duration::from_secs(10);
+
+/// Table entries beyond which a lookup reaps the idle ones.
+const REAP_FLOOR: usize = 64;
+
+/// One pid's entry: its context and when a request last asked for it.
+#[derive(Debug)]
+struct Entry {
+    ctx: Arc<IoContext>,
+    used: Instant,
+}
+
+/// The contexts of recent requesters, by pid. A lookup of a known pid is a
+/// hash lookup under a short lock, with no system call unless the priority
+/// is due for a refresh.
 #[derive(Debug, Default)]
 pub struct IoContextTable {
-    /// pid -> context; entries whose context has been dropped are reaped
-    /// on insert once the table doubles.
-    by_pid: Mutex<HashMap<u32, Weak<IoContext>>>,
-    reap_at: Mutex<usize>,
+    /// pid -> context. Idle entries are reaped on insert once the table
+    /// has doubled since the last reap.
+    by_pid: Mutex<Table>,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    entries: HashMap<u32, Entry>,
+    reap_at: usize,
 }
 
 impl IoContextTable {
@@ -193,34 +234,51 @@ impl IoContextTable {
 
     /// The context of `pid`, shared with every request it has in flight.
     pub fn get(&self, pid: u32) -> Arc<IoContext> {
-        let mut map = self.by_pid.lock();
-        if let Some(ctx) = map.get(&pid).and_then(Weak::upgrade) {
-            let mut refreshed = ctx.refreshed.lock();
-            if refreshed.elapsed() > REFRESH_AFTER {
-                ctx.base_rank
-                    .store(IoPrio::of_pid(pid).rank(), Ordering::Relaxed);
-                *refreshed = Instant::now();
-            }
-            drop(refreshed);
+        self.get_at(pid, Instant::now())
+    }
+
+    /// [`IoContextTable::get`] as if the time were `now` (tests move the
+    /// clock).
+    fn get_at(&self, pid: u32, now: Instant) -> Arc<IoContext> {
+        let mut table = self.by_pid.lock();
+        if let Some(entry) = table.entries.get_mut(&pid) {
+            entry.used = now;
+            let ctx = entry.ctx.clone();
+            drop(table);
+            ctx.refresh_if_due(now);
             return ctx;
         }
-        let ctx = Arc::new(IoContext::for_pid(pid));
-        map.insert(pid, Arc::downgrade(&ctx));
-        let mut reap_at = self.reap_at.lock();
-        if map.len() > (*reap_at).max(64) {
-            map.retain(|_, w| w.strong_count() > 0);
-            *reap_at = map.len() * 2;
+        let ctx = Arc::new(IoContext::for_pid(pid, now));
+        table.entries.insert(
+            pid,
+            Entry {
+                ctx: ctx.clone(),
+                used: now,
+            },
+        );
+        if table.entries.len() > table.reap_at.max(REAP_FLOOR) {
+            // Forget contexts idle for long and held by no request.
+            table.entries.retain(|_, e| {
+                Arc::strong_count(&e.ctx) > 1 || now.saturating_duration_since(e.used) < IDLE_AFTER
+            });
+            table.reap_at = table.entries.len() * 2;
         }
         ctx
     }
 
-    /// How many pids have a live context.
+    /// How many pids have a context a request holds right now.
     pub fn live(&self) -> usize {
         self.by_pid
             .lock()
+            .entries
             .values()
-            .filter(|w| w.strong_count() > 0)
+            .filter(|e| Arc::strong_count(&e.ctx) > 1)
             .count()
+    }
+
+    /// How many pids the table remembers (live or idle).
+    pub fn known(&self) -> usize {
+        self.by_pid.lock().entries.len()
     }
 }
 
@@ -300,13 +358,55 @@ mod tests {
     #[test]
     fn table_shares_and_forgets_contexts() {
         let t = IoContextTable::new();
-        let a = t.get(std::process::id());
-        let b = t.get(std::process::id());
+        let me = std::process::id();
+        let a = t.get(me);
+        let b = t.get(me);
         assert!(Arc::ptr_eq(&a, &b));
         assert_eq!(t.live(), 1);
         drop(a);
         drop(b);
         assert_eq!(t.live(), 0);
+        // Kept while recently used: the next request reuses it.
+        let again = t.get(me);
+        assert_eq!(t.known(), 1);
+        drop(again);
+        // Idle for long: reaped once the table grows.
+        let later = Instant::now() + IDLE_AFTER * 2;
+        for pid in 0..=REAP_FLOOR as u32 {
+            t.get_at(u32::MAX - pid, later);
+        }
+        assert_eq!(
+            t.known(),
+            REAP_FLOOR + 1,
+            "the idle context of {me} is forgotten"
+        );
+        let fresh = t.get_at(me, later);
+        assert_eq!(fresh.pid, me);
+    }
+
+    #[test]
+    fn cached_context_refreshes_its_priority_lazily() {
+        let t = IoContextTable::new();
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .expect("sleep runs");
+        let pid = child.id();
+        let start = Instant::now();
+        let ctx = t.get_at(pid, start);
+        assert_eq!(ctx.base().class, IoClass::BestEffort);
+        let reniced = std::process::Command::new("ionice")
+            .args(["-c3", "-p", &pid.to_string()])
+            .status()
+            .expect("ionice (util-linux) is installed");
+        assert!(reniced.success());
+        // Within REFRESH_AFTER the cached value is served...
+        assert_eq!(t.get_at(pid, start).base().class, IoClass::BestEffort);
+        // ...after it, the kernel is asked again.
+        let later = start + REFRESH_AFTER * 2;
+        assert_eq!(t.get_at(pid, later).base().class, IoClass::Idle);
+        child.kill().ok();
+        child.wait().ok();
     }
 
     #[test]

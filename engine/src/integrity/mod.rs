@@ -389,7 +389,7 @@ impl Volume {
     ) -> EngineResult<()> {
         let bs = self.block_size;
         let n = self.blocks_in(buf);
-        let order = self.set.read_order();
+        let order = self.set.read_order_near(first);
         if order.is_empty() {
             return Err(EngineError::NoLegs);
         }

@@ -39,6 +39,8 @@
 //! exclusive to write, with the journal handle taken before it); the extent
 //! tree, tag table, allocator and volume.
 
+use std::borrow::Cow;
+
 use super::extent::{self, Piece, PieceKind, TreeWriter};
 use super::inode::InodeState;
 use super::time;
@@ -54,6 +56,17 @@ use crate::journal::TxHandle;
 /// returns once it is durable — this is the one place to switch.)
 fn log_intents(tx: &TxHandle<'_>, intents: &[(u64, Tag, Tag)]) -> FsResult<()> {
     tx.log_intents(intents)
+}
+
+/// Whether a write sets mtime and ctime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WriteTimes {
+    /// Set both to now (POSIX, for a write the filesystem sees happen).
+    Stamp,
+    /// Leave them: whoever sent the data owns the times and sets them
+    /// itself (the kernel's writeback cache: its write(2) stamped them in
+    /// the page cache and it sends them with setattr).
+    Keep,
 }
 
 /// The largest file size (Linux's `loff_t` limit).
@@ -193,13 +206,15 @@ impl Fs {
 
     /// Writes `data` at `offset`; returns the bytes written (all of them,
     /// or fewer when space ran out part-way). Updates size, block count,
-    /// mtime and ctime, and stores the inode.
+    /// mtime and ctime (unless `times` is [`WriteTimes::Keep`]), and stores
+    /// the inode once.
     pub(crate) fn write_file(
         &self,
         tx: &TxHandle<'_>,
         state: &mut InodeState,
         offset: u64,
         data: &[u8],
+        times: WriteTimes,
     ) -> FsResult<usize> {
         state.check_live()?;
         match state.file_type {
@@ -244,9 +259,11 @@ impl Fs {
         };
         if let Ok(written) = result {
             state.size = state.size.max(offset + written as u64);
-            let now = time::now();
-            state.mtime = now;
-            state.ctime = now;
+            if times == WriteTimes::Stamp {
+                let now = time::now();
+                state.mtime = now;
+                state.ctime = now;
+            }
         }
         // Stored even after an error: the extent root may have changed.
         self.store_inode(tx, state)?;
@@ -305,7 +322,61 @@ impl Fs {
         self.clear_past_eof(tx, state, end, b0)?;
         let ino = state.ino();
         let pieces = extent::map(&self.cache, Self::root_mut(state)?, b0, b1)?;
-        // The whole block range, old bytes where partial blocks keep some.
+        // The whole block range, old bytes where partial blocks keep some;
+        // whole blocks are written from `data` itself (no copy).
+        let buf: Cow<'_, [u8]> = if offset % bs == 0 && end % bs == 0 {
+            Cow::Borrowed(data)
+        } else {
+            Cow::Owned(self.block_image(state, &pieces, offset, data, old_size)?)
+        };
+
+        let mut goal = self.goal_after(Self::root_mut(state)?, b0, ino)?;
+        let mut done = b0;
+        for piece in &pieces {
+            let at = ((piece.logical - b0) * bs) as usize;
+            let bytes = &buf[at..at + (piece.len * bs) as usize];
+            let result = match piece.kind {
+                PieceKind::Hole => {
+                    self.fill_hole(tx, state, piece.logical, bytes, &mut goal, &mut done)
+                }
+                PieceKind::Unwritten { physical } => {
+                    self.write_unwritten(tx, state, piece.logical, physical, bytes)
+                }
+                PieceKind::Data { physical } => self.overwrite(tx, physical, bytes),
+            };
+            match result {
+                Ok(()) => {
+                    done = piece.end();
+                    if let Some(p) = piece.physical_of(piece.end() - 1) {
+                        goal = p + 1;
+                    }
+                }
+                Err(FsError::NoSpace) => break,
+                Err(e) => return Err(e),
+            }
+        }
+        let written = (done * bs).min(end).saturating_sub(offset);
+        if written == 0 {
+            return Err(FsError::NoSpace);
+        }
+        Ok(written as usize)
+    }
+
+    /// The whole blocks `data` at `offset` touches, as they will be after
+    /// the write: zeros, with the old bytes of a partial first or last
+    /// block that holds data (but zeros from `old_size` up to `offset`:
+    /// stale bytes a shrink left), and `data` over them.
+    fn block_image(
+        &self,
+        state: &mut InodeState,
+        pieces: &[Piece],
+        offset: u64,
+        data: &[u8],
+        old_size: u64,
+    ) -> FsResult<Vec<u8>> {
+        let bs = self.block_size();
+        let end = offset + data.len() as u64;
+        let (b0, b1) = (offset / bs, end.div_ceil(bs));
         let mut buf = vec![0u8; ((b1 - b0) * bs) as usize];
         let mut partial = Vec::new();
         if offset % bs != 0 {
@@ -338,37 +409,7 @@ impl Fs {
         }
         let head = (offset - b0 * bs) as usize;
         buf[head..head + data.len()].copy_from_slice(data);
-
-        let mut goal = self.goal_after(Self::root_mut(state)?, b0, ino)?;
-        let mut done = b0;
-        for piece in &pieces {
-            let at = ((piece.logical - b0) * bs) as usize;
-            let bytes = &buf[at..at + (piece.len * bs) as usize];
-            let result = match piece.kind {
-                PieceKind::Hole => {
-                    self.fill_hole(tx, state, piece.logical, bytes, &mut goal, &mut done)
-                }
-                PieceKind::Unwritten { physical } => {
-                    self.write_unwritten(tx, state, piece.logical, physical, bytes)
-                }
-                PieceKind::Data { physical } => self.overwrite(tx, physical, bytes),
-            };
-            match result {
-                Ok(()) => {
-                    done = piece.end();
-                    if let Some(p) = piece.physical_of(piece.end() - 1) {
-                        goal = p + 1;
-                    }
-                }
-                Err(FsError::NoSpace) => break,
-                Err(e) => return Err(e),
-            }
-        }
-        let written = (done * bs).min(end).saturating_sub(offset);
-        if written == 0 {
-            return Err(FsError::NoSpace);
-        }
-        Ok(written as usize)
+        Ok(buf)
     }
 
     /// Allocates and writes the hole at `logical` with `bytes` (whole

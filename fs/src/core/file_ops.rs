@@ -29,6 +29,7 @@
 //! Permission checks and clearing setuid/setgid on chown or write are the
 //! FUSE adapter's (it knows the caller).
 
+use super::file::WriteTimes;
 use super::file_space::{FallocMode, SeekKind};
 use super::inode::{InodeCell, InodeState};
 use super::time;
@@ -186,6 +187,7 @@ impl Fs {
         set: &SetAttr,
     ) -> FsResult<bool> {
         state.check_live()?;
+        let before = (set.size.is_none() && set.ctime.is_some()).then(|| state.inode.clone());
         let now = time::now();
         let mut changed = false;
         let mut more = false;
@@ -237,7 +239,13 @@ impl Fs {
         if changed || set.ctime.is_some() {
             state.ctime = set.ctime.unwrap_or(now);
             state.inode.validate()?;
-            self.store_inode(tx, state)?;
+            // An explicit ctime with values the inode already has changes
+            // nothing (the kernel's writeback cache sends the same times
+            // again when it evicts an inode): no store, no journal block.
+            let same = before.as_ref() == Some(&state.inode);
+            if !same {
+                self.store_inode(tx, state)?;
+            }
         }
         Ok(more)
     }
@@ -315,8 +323,27 @@ impl Fs {
     }
 
     /// Writes `data` at `offset` of `ino`; returns the bytes written (fewer
-    /// than asked only when space ran out part-way).
+    /// than asked only when space ran out part-way). Sets mtime and ctime.
     pub fn write(&self, ino: u64, offset: u64, data: &[u8]) -> FsResult<usize> {
+        self.write_with_times(ino, offset, data, WriteTimes::Stamp)
+    }
+
+    /// [`Fs::write`] that leaves mtime and ctime as they are: the writer
+    /// owns the times and sets them itself, as the kernel's writeback cache
+    /// does (it stamps them when write(2) runs and sends them with
+    /// setattr). Size, blocks and extents are stored as by `write`, with
+    /// one inode store in one transaction.
+    pub fn write_keep_times(&self, ino: u64, offset: u64, data: &[u8]) -> FsResult<usize> {
+        self.write_with_times(ino, offset, data, WriteTimes::Keep)
+    }
+
+    fn write_with_times(
+        &self,
+        ino: u64,
+        offset: u64,
+        data: &[u8],
+        times: WriteTimes,
+    ) -> FsResult<usize> {
         self.check_writable()?;
         let cell = self.inode(ino)?;
         let tx = self.journal.start()?;
@@ -325,7 +352,7 @@ impl Fs {
         if state.attr_flags.contains(AttrFlags::IMMUTABLE) {
             return Err(FsError::NotPermitted);
         }
-        self.write_file(&tx, &mut state, offset, data)
+        self.write_file(&tx, &mut state, offset, data, times)
     }
 
     /// Sets the size of `ino` (mtime and ctime too).
@@ -435,7 +462,8 @@ impl Fs {
             let tx = self.journal.start()?;
             let mut state = dst.write();
             state.check_live()?;
-            let n = self.write_file(&tx, &mut state, off_out + copied, &chunk)?;
+            let n =
+                self.write_file(&tx, &mut state, off_out + copied, &chunk, WriteTimes::Stamp)?;
             copied += n as u64;
             if n < chunk.len() {
                 break;

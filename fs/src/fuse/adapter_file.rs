@@ -68,12 +68,25 @@ fn xattr_reply(reply: ReplyXattr, size: u32, bytes: &[u8]) {
 /// Writes `data` at `offset` of `ino`: all of it, or as much as fits after
 /// one commit that releases space freed but not yet committed (see
 /// [`retry_on_nospace`](super::adapter::retry_on_nospace)). Nothing stored
-/// at all is `NoSpace`.
-fn write_all_or_short(fs: &Fs, ino: u64, offset: u64, data: &[u8]) -> FsResult<usize> {
+/// at all is `NoSpace`. With `keep_times` mtime and ctime are left alone
+/// (the kernel's writeback cache owns them, see [`keeping_times`]).
+fn write_all_or_short(
+    fs: &Fs,
+    ino: u64,
+    offset: u64,
+    data: &[u8],
+    keep_times: bool,
+) -> FsResult<usize> {
     let mut written = 0usize;
     let mut committed = false;
     loop {
-        match fs.write(ino, offset + written as u64, &data[written..]) {
+        let (at, rest) = (offset + written as u64, &data[written..]);
+        let step = if keep_times {
+            fs.write_keep_times(ino, at, rest)
+        } else {
+            fs.write(ino, at, rest)
+        };
+        match step {
             Ok(n) => {
                 written += n;
                 if written == data.len() || committed || !space_pending(fs) {
@@ -195,7 +208,8 @@ impl KeelFs {
     }
 
     /// A write. One from the page cache (`from_cache`) leaves mtime and
-    /// ctime alone (see [`keeping_times`]).
+    /// ctime alone (see [`keeping_times`]): the core does not stamp them,
+    /// so nothing needs restoring (one inode store per write).
     pub(super) fn write_op(
         &self,
         req: &Request,
@@ -206,12 +220,8 @@ impl KeelFs {
         reply: ReplyWrite,
     ) {
         self.run(req, move |ctx| {
-            let write = || write_all_or_short(ctx.fs, ino, offset, &data);
-            let result = if from_cache {
-                keeping_times(ctx, ino, write)
-            } else {
-                write()
-            };
+            let keep_times = from_cache && ctx.config.writeback_cache;
+            let result = write_all_or_short(ctx.fs, ino, offset, &data, keep_times);
             // The kernel ignores a short count on a write-back of cached
             // pages: it would count the pages as written and fsync would
             // succeed with their tail never stored. Only write(2) without

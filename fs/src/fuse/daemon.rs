@@ -11,7 +11,8 @@
 //!    devices and builds the filesystem (it must not start threads).
 //! 3. mount(2) by ourselves ([`super::mount::mount_fuse`]), then
 //!    `fuser::Session::from_fd`, which answers FUSE_INIT (calling
-//!    `Filesystem::init`). From here on the mount is live. Any failure so far
+//!    `Filesystem::init`), and raises the connection's readahead
+//!    ([`super::mount::READ_AHEAD_KB`]). From here on the mount is live. Any failure so far
 //!    exits non-zero with a message on stderr, before forking, and leaves
 //!    nothing mounted.
 //! 4. Unless `-f`: fork. The parent waits on a pipe until the child reports
@@ -90,7 +91,9 @@ pub enum DaemonError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServeConfig {
     /// fuser session loops reading `/dev/fuse` (`fuser::Config::n_threads`).
-    /// One is enough when the filesystem hands requests to a worker pool.
+    /// With a pool of zero threads (the default) the loops run the requests
+    /// themselves, so they are how many requests are served at once; one
+    /// is enough when the filesystem hands requests to worker threads.
     pub session_threads: usize,
     /// Give each loop its own cloned `/dev/fuse` descriptor
     /// (`fuser::Config::clone_fd`); only matters with several loops.
@@ -98,10 +101,11 @@ pub struct ServeConfig {
 }
 
 impl Default for ServeConfig {
+    /// [`super::pool::default_threads`] loops, each on its own descriptor.
     fn default() -> Self {
         ServeConfig {
-            session_threads: 1,
-            clone_fd: false,
+            session_threads: super::pool::default_threads(),
+            clone_fd: true,
         }
     }
 }
@@ -311,6 +315,9 @@ pub fn serve<FS: Filesystem>(
         spec.source,
         target.display()
     );
+    if let Err(e) = mount::set_read_ahead(handle.dev(), mount::READ_AHEAD_KB) {
+        log::warn!("readahead left at the kernel's default: {e}");
+    }
     let ready = if opts.foreground {
         Ready::Foreground
     } else {

@@ -371,6 +371,21 @@ pub struct MountHandle {
     lock: Mutex<()>,
 }
 
+/// Kernel readahead for a FUSE mount, in KiB. The kernel's default for a
+/// FUSE connection is 128 KiB, so a sequential reader is sent 128 KiB
+/// requests one window at a time; a larger window makes it send requests
+/// of `max_pages` (1 MiB) several at once, which the session loops serve in
+/// parallel (and the mirror spreads over its legs).
+pub const READ_AHEAD_KB: u32 = 4096;
+
+/// Sets the readahead of the backing device info of FUSE connection `dev`
+/// (`/sys/class/bdi/MAJOR:MINOR/read_ahead_kb`; root only). Done after
+/// FUSE_INIT, which caps readahead at the negotiated `max_readahead`.
+pub fn set_read_ahead(dev: (u32, u32), kb: u32) -> io::Result<()> {
+    let path = format!("/sys/class/bdi/{}:{}/read_ahead_kb", dev.0, dev.1);
+    std::fs::write(path, format!("{kb}\n"))
+}
+
 impl MountHandle {
     /// The canonical mount point.
     pub fn target(&self) -> &Path {

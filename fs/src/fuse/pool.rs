@@ -6,6 +6,14 @@
 //! moves the request's arguments and its `Reply*` (which is `Send`) into a job
 //! and hands it to a [`WorkerPool`]; a worker runs it and replies.
 //!
+//! A pool of **zero threads** runs each job on the thread that submits it
+//! (with the same counters and panic catching). That is the default: the
+//! daemon then runs several fuser session loops
+//! ([`super::daemon::ServeConfig`]), and they are the workers — a request
+//! costs no hand-off between threads (one context switch less, which on
+//! busy cores is most of a small request's latency), and a slow request
+//! holds up only its own loop, as a slow job holds up only its worker.
+//!
 //! Life cycle, which the daemon's fork dictates:
 //! * [`WorkerPool::new`] creates the queue but no threads, so the pool can be
 //!   built with the filesystem before the mount (threads do not survive
@@ -13,7 +21,11 @@
 //! * [`WorkerPool::start`] spawns the workers; call it from the daemon's
 //!   after-fork hook ([`super::daemon::Hooks::after_fork`]). It records the
 //!   process id: a job submitted from another process (a pool started before
-//!   the fork) is refused instead of waiting forever.
+//!   the fork) is refused instead of waiting forever. Each submitting thread
+//!   reads its process id once (a thread-local), so a submission costs no
+//!   system call; a thread created after the fork (every fuser session
+//!   thread is) reads the child's id. Not caught: the very thread that forked
+//!   submitting in both processes (the daemon forks before any request).
 //! * [`WorkerPool::spawn`] queues a job; when the bounded queue is full it
 //!   blocks, which stops the session loop from reading more requests
 //!   (backpressure: the kernel holds them). A refused job is handed back so
@@ -23,16 +35,20 @@
 //!   `Filesystem::destroy`, before flushing. It is idempotent and may be
 //!   called from a worker (that worker is not joined).
 //!
+//! Idle workers sleep on a condition variable (a futex) and are woken one
+//! per queued job; nothing spins or yields (a spinning receive cost several
+//! `sched_yield` calls per request on busy cores).
+//!
 //! A job that panics is caught and logged; the worker carries on (a `Reply*`
 //! dropped during the unwind answers `EIO`). Jobs must not wait for another
 //! FUSE request to be processed: with a full queue the loop is blocked.
 
+use std::cell::Cell;
+use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle, ThreadId};
-
-use crossbeam::channel::{self, Receiver, Sender};
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
 
@@ -66,7 +82,7 @@ impl<F> std::fmt::Debug for Rejected<F> {
 /// Size and name of a pool.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolConfig {
-    /// Number of worker threads (at least 1).
+    /// Number of worker threads; 0: jobs run on the submitting thread.
     pub threads: usize,
     /// Jobs that may wait in the queue before `spawn` blocks (at least 1).
     pub queue_depth: usize,
@@ -74,39 +90,59 @@ pub struct PoolConfig {
     pub name: String,
 }
 
+/// Threads that serve requests when nothing else is said: four per core
+/// (requests mostly wait for I/O), at least 4, at most 64. The default
+/// number of fuser session loops too.
+pub fn default_threads() -> usize {
+    let cores = thread::available_parallelism().map_or(2, |n| n.get());
+    (cores * 4).clamp(4, 64)
+}
+
 impl Default for PoolConfig {
-    /// Four workers per core (requests mostly wait for I/O), 256 queued jobs.
+    /// No worker threads (jobs run on the session loops that submit them,
+    /// see the module docs), 256 queued jobs if threads are configured.
     fn default() -> Self {
-        let cores = thread::available_parallelism().map_or(2, |n| n.get());
         PoolConfig {
-            threads: (cores * 4).clamp(4, 64),
+            threads: 0,
             queue_depth: 256,
             name: "keelfs-worker".to_owned(),
         }
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 enum State {
     Idle,
     Running { pid: u32 },
     ShutDown,
 }
 
+/// The queue and the pool's state, under one lock (held only to push or
+/// pop, never while a job runs).
+struct Queue {
+    state: State,
+    jobs: VecDeque<Job>,
+    /// Workers waiting on `not_empty` (a wake-up is sent only if one is).
+    idle_workers: usize,
+    /// Submitters waiting on `not_full`.
+    blocked_spawners: usize,
+}
+
 struct Inner {
     config: PoolConfig,
-    /// `None` once shut down; cloned per `spawn` so the lock is short.
-    sender: Mutex<Option<Sender<Job>>>,
-    receiver: Receiver<Job>,
-    state: Mutex<State>,
+    queue: Mutex<Queue>,
+    /// Signalled once per queued job and on shutdown (workers wait here).
+    not_empty: Condvar,
+    /// Signalled when a job leaves a full queue (`spawn` waits here).
+    not_full: Condvar,
     workers: Mutex<Vec<(ThreadId, JoinHandle<()>)>>,
     queued: AtomicUsize,
     completed: AtomicU64,
     panicked: AtomicU64,
 }
 
-/// A fixed set of worker threads fed by a bounded queue. Cheap to clone (all
-/// clones are the same pool).
+/// A fixed set of worker threads fed by a bounded queue, or none (jobs run
+/// on their submitters). Cheap to clone (all clones are the same pool).
 #[derive(Clone)]
 pub struct WorkerPool {
     inner: Arc<Inner>,
@@ -116,7 +152,7 @@ impl std::fmt::Debug for WorkerPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WorkerPool")
             .field("config", &self.inner.config)
-            .field("state", &*lock(&self.inner.state))
+            .field("state", &lock(&self.inner.queue).state)
             .field("queued", &self.queued())
             .finish()
     }
@@ -128,21 +164,41 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+thread_local! {
+    /// The process id as this thread first saw it (see the module docs).
+    static MY_PID: Cell<Option<u32>> = const { Cell::new(None) };
+}
+
+/// The calling process's id, read once per thread.
+fn my_pid() -> u32 {
+    MY_PID.with(|pid| {
+        pid.get().unwrap_or_else(|| {
+            let id = std::process::id();
+            pid.set(Some(id));
+            id
+        })
+    })
+}
+
 impl WorkerPool {
     /// A pool with its queue but no threads yet.
     pub fn new(config: PoolConfig) -> WorkerPool {
         let config = PoolConfig {
-            threads: config.threads.max(1),
+            threads: config.threads,
             queue_depth: config.queue_depth.max(1),
             name: config.name,
         };
-        let (sender, receiver) = channel::bounded(config.queue_depth);
         WorkerPool {
             inner: Arc::new(Inner {
+                queue: Mutex::new(Queue {
+                    state: State::Idle,
+                    jobs: VecDeque::with_capacity(config.queue_depth),
+                    idle_workers: 0,
+                    blocked_spawners: 0,
+                }),
                 config,
-                sender: Mutex::new(Some(sender)),
-                receiver,
-                state: Mutex::new(State::Idle),
+                not_empty: Condvar::new(),
+                not_full: Condvar::new(),
                 workers: Mutex::new(Vec::new()),
                 queued: AtomicUsize::new(0),
                 completed: AtomicU64::new(0),
@@ -154,9 +210,10 @@ impl WorkerPool {
     /// Spawn the worker threads. Starting a running pool does nothing;
     /// starting one that was shut down is an error.
     pub fn start(&self) -> Result<(), PoolError> {
-        let mut state = lock(&self.inner.state);
-        match *state {
-            State::Running { pid } if pid == std::process::id() => return Ok(()),
+        let me = std::process::id();
+        let mut queue = lock(&self.inner.queue);
+        match queue.state {
+            State::Running { pid } if pid == me => return Ok(()),
             State::Running { .. } => return Err(PoolError::OtherProcess),
             State::ShutDown => return Err(PoolError::ShutDown),
             State::Idle => {}
@@ -170,9 +227,7 @@ impl WorkerPool {
                 .map_err(|e| PoolError::Spawn(e.kind()))?;
             workers.push((handle.thread().id(), handle));
         }
-        *state = State::Running {
-            pid: std::process::id(),
-        };
+        queue.state = State::Running { pid: me };
         Ok(())
     }
 
@@ -182,33 +237,66 @@ impl WorkerPool {
     where
         F: FnOnce() + Send + 'static,
     {
-        let refusal = match *lock(&self.inner.state) {
-            State::Running { pid } if pid == std::process::id() => None,
-            State::Running { .. } => Some(PoolError::OtherProcess),
+        let inner = &*self.inner;
+        if inner.config.threads == 0 {
+            return self.run_here(job);
+        }
+        let mut queue = lock(&inner.queue);
+        loop {
+            let refusal = match queue.state {
+                State::Running { pid } if pid == my_pid() => None,
+                State::Running { .. } => Some(PoolError::OtherProcess),
+                State::Idle => Some(PoolError::NotStarted),
+                State::ShutDown => Some(PoolError::ShutDown),
+            };
+            if let Some(reason) = refusal {
+                return Err(Rejected { job, reason });
+            }
+            if queue.jobs.len() < inner.config.queue_depth {
+                break;
+            }
+            queue.blocked_spawners += 1;
+            queue = inner
+                .not_full
+                .wait(queue)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            queue.blocked_spawners -= 1;
+        }
+        queue.jobs.push_back(Box::new(job));
+        inner.queued.fetch_add(1, Ordering::Relaxed);
+        let wake = queue.idle_workers > 0;
+        drop(queue);
+        if wake {
+            inner.not_empty.notify_one();
+        }
+        Ok(())
+    }
+
+    /// A pool of zero threads: run `job` on this thread, counted as a
+    /// worker would.
+    fn run_here<F>(&self, job: F) -> Result<(), Rejected<F>>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        let inner = &*self.inner;
+        let refusal = match lock(&inner.queue).state {
+            State::Running { .. } => None,
             State::Idle => Some(PoolError::NotStarted),
             State::ShutDown => Some(PoolError::ShutDown),
         };
         if let Some(reason) = refusal {
             return Err(Rejected { job, reason });
         }
-        let Some(sender) = lock(&self.inner.sender).clone() else {
-            return Err(Rejected {
-                job,
-                reason: PoolError::ShutDown,
-            });
-        };
-        self.inner.queued.fetch_add(1, Ordering::Relaxed);
-        // Cannot fail: the pool itself owns a receiver for as long as it lives.
-        sender
-            .send(Box::new(job))
-            .expect("worker pool receiver dropped while the pool is alive");
+        inner.queued.fetch_add(1, Ordering::Relaxed);
+        run_job(inner, job);
         Ok(())
     }
 
     /// Close the queue, run every queued job, join the workers. Idempotent.
     pub fn shutdown(&self) {
-        *lock(&self.inner.state) = State::ShutDown;
-        lock(&self.inner.sender).take();
+        lock(&self.inner.queue).state = State::ShutDown;
+        self.inner.not_empty.notify_all();
+        self.inner.not_full.notify_all();
         let me = thread::current().id();
         let workers = std::mem::take(&mut *lock(&self.inner.workers));
         for (id, handle) in workers {
@@ -239,16 +327,45 @@ impl WorkerPool {
     }
 }
 
-fn worker(inner: &Inner) {
-    // recv fails once the queue is closed *and* empty: queued jobs still run.
-    while let Ok(job) = inner.receiver.recv() {
-        if catch_unwind(AssertUnwindSafe(job)).is_err() {
-            inner.panicked.fetch_add(1, Ordering::Relaxed);
-            log::error!("a worker job panicked; its request was answered with EIO");
+/// The next job; `None` once the pool is shut down *and* the queue is
+/// empty (queued jobs still run).
+fn next_job(inner: &Inner) -> Option<Job> {
+    let mut queue = lock(&inner.queue);
+    loop {
+        if let Some(job) = queue.jobs.pop_front() {
+            let wake = queue.blocked_spawners > 0;
+            drop(queue);
+            if wake {
+                inner.not_full.notify_one();
+            }
+            return Some(job);
         }
-        inner.queued.fetch_sub(1, Ordering::Relaxed);
-        inner.completed.fetch_add(1, Ordering::Relaxed);
+        if matches!(queue.state, State::ShutDown) {
+            return None;
+        }
+        queue.idle_workers += 1;
+        queue = inner
+            .not_empty
+            .wait(queue)
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        queue.idle_workers -= 1;
     }
+}
+
+fn worker(inner: &Inner) {
+    while let Some(job) = next_job(inner) {
+        run_job(inner, job);
+    }
+}
+
+/// Run a counted job (`queued` already includes it), catching a panic.
+fn run_job(inner: &Inner, job: impl FnOnce()) {
+    if catch_unwind(AssertUnwindSafe(job)).is_err() {
+        inner.panicked.fetch_add(1, Ordering::Relaxed);
+        log::error!("a worker job panicked; its request was answered with EIO");
+    }
+    inner.queued.fetch_sub(1, Ordering::Relaxed);
+    inner.completed.fetch_add(1, Ordering::Relaxed);
 }
 
 #[cfg(test)]
@@ -284,6 +401,27 @@ mod tests {
         assert_eq!(p.spawn(|| ()).unwrap_err().reason, PoolError::ShutDown);
         assert_eq!(p.start().unwrap_err(), PoolError::ShutDown);
         assert_eq!(p.completed(), 1);
+    }
+
+    #[test]
+    fn a_pool_of_no_threads_runs_jobs_on_the_submitter() {
+        let p = pool(0, 4);
+        assert_eq!(p.spawn(|| ()).unwrap_err().reason, PoolError::NotStarted);
+        p.start().unwrap();
+        let me = thread::current().id();
+        let (tx, rx) = std::sync::mpsc::channel();
+        p.spawn(move || tx.send(thread::current().id()).unwrap())
+            .unwrap();
+        assert_eq!(
+            rx.try_recv().unwrap(),
+            me,
+            "ran here, before spawn returned"
+        );
+        p.spawn(|| panic!("job failure (expected by the test)"))
+            .unwrap();
+        assert_eq!((p.completed(), p.panicked(), p.queued()), (2, 1, 0));
+        p.shutdown();
+        assert_eq!(p.spawn(|| ()).unwrap_err().reason, PoolError::ShutDown);
     }
 
     #[test]
@@ -344,6 +482,43 @@ mod tests {
         assert!(blocked.join().unwrap() >= Duration::from_millis(200));
         p.shutdown();
         assert_eq!(p.completed(), 3);
+    }
+
+    #[test]
+    fn every_blocked_submitter_gets_in() {
+        // Three submitters wait on a full queue of one; as the gate opens,
+        // each must be let in (not only the one woken by the first pop).
+        let p = pool(1, 1);
+        p.start().unwrap();
+        let gate = Arc::new(Barrier::new(2));
+        let g = Arc::clone(&gate);
+        let (started, running) = std::sync::mpsc::channel();
+        p.spawn(move || {
+            started.send(()).unwrap();
+            g.wait();
+        })
+        .unwrap();
+        running.recv_timeout(Duration::from_secs(5)).unwrap();
+        p.spawn(|| thread::sleep(Duration::from_millis(20)))
+            .unwrap();
+        let submitters: Vec<_> = (0..3)
+            .map(|_| {
+                let p = p.clone();
+                thread::spawn(move || p.spawn(|| ()).unwrap())
+            })
+            .collect();
+        thread::sleep(Duration::from_millis(100));
+        gate.wait();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for s in submitters {
+            while !s.is_finished() {
+                assert!(Instant::now() < deadline, "a submitter stayed blocked");
+                thread::sleep(Duration::from_millis(5));
+            }
+            s.join().unwrap();
+        }
+        p.shutdown();
+        assert_eq!(p.completed(), 5);
     }
 
     #[test]
