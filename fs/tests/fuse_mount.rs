@@ -138,7 +138,7 @@ fn mount_8_status_and_umount() {
     let dev = fs::metadata(&fx.mnt).unwrap().dev();
     let socket = keelfs_fs::fuse::status::socket_path((libc::major(dev), libc::minor(dev)));
     assert!(socket.exists(), "{}", socket.display());
-    let out = Command::new("umount").arg(&fx.mnt).output().unwrap();
+    let out = umount_retrying(&fx.mnt);
     assert!(
         out.status.success(),
         "{}",

@@ -113,6 +113,37 @@ fn mount(bin: &Path, legs: &str, mnt: &Path, log: &Path) -> Child {
     child
 }
 
+/// `umount MNT`, retried for up to 10 s while the mount is busy (under
+/// load the kernel can finish closing the workload's files a moment late).
+fn umount_retrying(mnt: &Path) -> std::process::Output {
+    let busy_until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = Command::new("umount").arg(mnt).output().unwrap();
+        let busy = String::from_utf8_lossy(&out.stderr).contains("busy");
+        if out.status.success() || !busy || Instant::now() > busy_until {
+            return out;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits up to 60 s for the daemon to exit; kills it (and detaches its
+/// mount) if it does not, so a failure never hangs the test.
+fn wait_or_kill(child: &mut Child, mnt: &Path) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = Command::new("umount").arg("-l").arg(mnt).status();
+            let _ = child.kill();
+            return child.wait().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// What must be on disk: write-once files (path → stamp, length) and
 /// append logs (path → stamp, length fdatasync'ed).
 #[derive(Default)]
@@ -300,8 +331,8 @@ fn sigkill_during_fsync_heavy_writes_loses_nothing_fsynced() {
         }
         let files = read_tree(&mnt);
         drop(d);
-        let out = Command::new("umount").arg(&mnt).output().unwrap();
-        let exit = child.wait().unwrap();
+        let out = umount_retrying(&mnt);
+        let exit = wait_or_kill(&mut child, &mnt);
         assert!(
             problems.is_empty(),
             "round {round}: fsync'ed data lost after SIGKILL:\n{}",

@@ -202,6 +202,22 @@ pub fn daemons_of(mnt: &Path) -> Vec<i32> {
     .collect()
 }
 
+/// `umount MNT` as a user would run it, retried for up to 10 s while it
+/// says the mount is busy (a process another test thread is starting holds
+/// copies of this process's descriptors until it execs; under load the
+/// kernel may also finish closing files a moment after close returns).
+pub fn umount_retrying(mnt: &Path) -> Output {
+    let busy_until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = Command::new("umount").arg(mnt).output().expect("umount");
+        let busy = String::from_utf8_lossy(&out.stderr).contains("busy");
+        if out.status.success() || !busy || Instant::now() > busy_until {
+            return out;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Unmounts `mnt` and waits until the daemon let go of `legs`; lazily
 /// unmounts and kills what does not go away in time. Returns whether the
 /// ordinary way worked.
