@@ -14,7 +14,12 @@
 #   KEELFS_BEFORE_BIN  a second directory of keelfs programs (e.g. a build
 #                from before a change, copied aside): it runs too, as
 #                "before", and the table gets keelfs/before ratios
-#   SYSTEMS      which to run, default "ext4 fuse2fs keelfs"
+#   PASSTHROUGH_HP  path of libfuse's example/passthrough_hp (built from
+#                libfuse's source outside this repository; it is not packaged):
+#                when set, it runs too, over ext4 on a loop device, as "phk"
+#                (the FUSE ceiling: a daemon that only forwards to ext4)
+#   SYSTEMS      which to run, default "ext4 fuse2fs keelfs" (+ "phk" when
+#                PASSTHROUGH_HP is set)
 #   SIZE_MIB     sequential file size (512), NFILES small files (5000)
 # keelfs is mounted by running `$KEELFS_BIN/keelfs SOURCE MOUNTPOINT -o ...`
 # directly (the mount program's own argv form, docs/mount.md).
@@ -22,7 +27,7 @@ set -euo pipefail
 SIZE_MIB=${SIZE_MIB:-512}
 NFILES=${NFILES:-5000}
 WORK=${WORK:-/var/tmp/keelfs-bench}
-SYSTEMS=${SYSTEMS:-ext4 fuse2fs keelfs}
+SYSTEMS=${SYSTEMS:-ext4 fuse2fs keelfs${PASSTHROUGH_HP:+ phk}}
 KEELFS_OPTS=${KEELFS_OPTS:-}
 if [ -z "${KEELFS_BIN:-}" ]; then
   KEELFS_BIN=$(dirname "$(command -v keelfs || echo /usr/local/sbin/keelfs)")
@@ -37,9 +42,13 @@ fi
 if want keelfs; then
   [ -x "$KEELFS" ] && [ -x "$MKFS" ] || { echo "no keelfs / mkfs.keelfs in $KEELFS_BIN" >&2; exit 2; }
 fi
-mkdir -p "$WORK/mnt"
+if want phk; then
+  [ -x "${PASSTHROUGH_HP:-}" ] || { echo "PASSTHROUGH_HP is not an executable: ${PASSTHROUGH_HP:-unset}" >&2; exit 2; }
+fi
+mkdir -p "$WORK/mnt" "$WORK/under"
 cleanup() {
   umount "$WORK/mnt" 2>/dev/null || true
+  umount "$WORK/under" 2>/dev/null || true
   rm -f "$WORK/ext4.img" "$WORK/a.img" "$WORK/b.img"
 }
 trap cleanup EXIT
@@ -65,13 +74,20 @@ run() { # name
 
 fresh_img() { rm -f "$WORK/$1"; truncate -s 4G "$WORK/$1"; }
 
-rm -f "$WORK"/{ext4,fuse2fs,keelfs,before}.txt
-if want ext4 || want fuse2fs; then
+rm -f "$WORK"/{ext4,fuse2fs,keelfs,before,phk}.txt
+if want ext4 || want fuse2fs || want phk; then
   fresh_img ext4.img; mkfs.ext4 -q -F "$WORK/ext4.img"
 fi
 if want ext4; then
   mount -o loop "$WORK/ext4.img" "$WORK/mnt"; run ext4 | tee "$WORK/ext4.txt"; umount "$WORK/mnt"
   mount -o loop "$WORK/ext4.img" "$WORK/mnt"; rm -rf "$WORK/mnt"/*; umount "$WORK/mnt"
+fi
+if want phk; then
+  # passthrough_hp over ext4: absolute paths (it changes directory to /).
+  mount -o loop "$WORK/ext4.img" "$WORK/under"
+  "$PASSTHROUGH_HP" "$WORK/under" "$WORK/mnt"
+  run phk | tee "$WORK/phk.txt"; umount "$WORK/mnt"; sleep 1
+  rm -rf "$WORK/under"/*; umount "$WORK/under"
 fi
 if want fuse2fs; then
   fuse2fs -o fakeroot "$WORK/ext4.img" "$WORK/mnt" >/dev/null 2>&1 || fuse2fs "$WORK/ext4.img" "$WORK/mnt"
@@ -101,13 +117,15 @@ w = sys.argv[1]
 def load(n):
     p = f"{w}/{n}.txt"
     return dict(re.findall(r'(\S+)=(\S+)', open(p).read())) if os.path.exists(p) else None
-k, f, e, b = load("keelfs"), load("fuse2fs"), load("ext4"), load("before")
+k, f, e, b, p = load("keelfs"), load("fuse2fs"), load("ext4"), load("before"), load("phk")
 def ratio(a, b, m):
     return f"{float(a[m])/float(b[m]):.2f}" if a and b else "-"
 for m in ("write_MiB/s", "read_MiB/s", "files/s"):
     cell = lambda d: d[m] if d else "-"
     line = (f"{m:12} keelfs {cell(k):>8}  fuse2fs {cell(f):>8}  ext4 {cell(e):>8}"
             f"   keelfs/fuse2fs {ratio(k, f, m)}  keelfs/ext4 {ratio(k, e, m)}")
+    if p:
+        line += f"   passthrough_hp {cell(p):>8}  keelfs/passthrough_hp {ratio(k, p, m)}"
     if b:
         line += f"   before {cell(b):>8}  keelfs/before {ratio(k, b, m)}"
     print(line)
