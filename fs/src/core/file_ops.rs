@@ -208,6 +208,8 @@ impl Fs {
         }
         if let Some(mode) = set.mode {
             state.permissions = (mode & 0o7777) as u16;
+            // A stored access ACL follows (acl.rs).
+            self.acl_follow_mode(tx, state)?;
             changed = true;
         }
         if let Some(uid) = set.uid {

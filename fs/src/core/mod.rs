@@ -28,6 +28,8 @@
 //!   truncate, fallocate, lseek, copy) and symlink targets;
 //! * `file_ops.rs`: the public file API on [`Fs`] (getattr, setattr, open,
 //!   read, write, fsync, statfs, …);
+//! * `acl.rs`: POSIX ACLs (validation, mode bits, chmod, inheritance);
+//! * `privs.rs`: who keeps setuid/setgid after a write, chown or ACL;
 //! * `namespace.rs`, `rename.rs`, `readdir.rs`, `xattr_ops.rs`: the
 //!   namespace API on [`Fs`] (lookup, mknod, mkdir, symlink, link, unlink,
 //!   rmdir, rename, readdir(plus), extended attributes), over the
@@ -59,6 +61,7 @@
 //! 6. leaf locks: the orphan list, the superblock (held across its own I/O,
 //!    taken alone or from a commit hook).
 
+pub mod acl;
 pub mod extent;
 mod file;
 mod file_ops;
@@ -69,6 +72,7 @@ mod lifecycle;
 pub mod meta;
 pub mod namespace;
 pub mod orphan;
+pub mod privs;
 mod readdir;
 mod reclaim;
 pub mod rename;
@@ -81,10 +85,12 @@ pub mod tags;
 pub mod time;
 mod xattr_ops;
 
+pub use acl::AclKind;
 pub use file_ops::{FileAttr, SetAttr, StatFs, TimeSet, Whence};
 pub use file_space::FallocMode;
 pub use inode::{InodeCache, InodeCell, InodeState};
 pub use namespace::{Caller, LINK_MAX};
+pub use privs::Actor;
 pub use readdir::DirListEntry;
 pub use rename::{RENAME_EXCHANGE, RENAME_NOREPLACE};
 

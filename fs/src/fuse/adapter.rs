@@ -31,13 +31,18 @@
 //!   with pid 0 (they are not checked against the opener); a write-only open
 //!   may be read (the kernel needs whole pages), so reads do not look at the
 //!   open mode; O_APPEND offsets are computed by the kernel.
-//! * **Permissions.** With `default_permissions` the kernel checks mode
-//!   bits before a request is sent (and with `allow_other` other users
-//!   reach the filesystem: `SessionACL::All`). Without it, the adapter
-//!   checks the same rules itself (`adapter_perm.rs`), and `access(2)` is
-//!   answered from the mode bits. setuid/setgid are cleared by the kernel on
-//!   chown and on writes by others (FUSE_HANDLE_KILLPRIV is not requested:
-//!   the kernel then sends the mode change as part of the setattr).
+//! * **Permissions.** With `default_permissions` or POSIX ACLs (the
+//!   default, `core/acl.rs`) the kernel checks mode bits and ACLs before a
+//!   request is sent (and with `allow_other` other users reach the
+//!   filesystem: `SessionACL::All`). Without either, the adapter checks the
+//!   mode bits itself (`adapter_perm.rs`), and `access(2)` is answered from
+//!   them.
+//! * **setuid/setgid** are cleared here, as Linux clears them
+//!   (`core/privs.rs`): FUSE_HANDLE_KILLPRIV_V2 leaves it to the
+//!   filesystem on write (the kernel flags a write that must clear them),
+//!   truncate, fallocate and chown, and the kernel's own fallback knows
+//!   less than the VFS rules (it keeps setgid on a file without group
+//!   execute written by a non-member).
 //!
 //! Lifecycle: [`KeelFs::new`] before the mount (no threads). The daemon's
 //! after-fork hook mounts the fs core and gives it to the adapter through
@@ -91,6 +96,12 @@ pub struct AdapterConfig {
     pub default_permissions: bool,
     /// Ask for the kernel's writeback cache.
     pub writeback_cache: bool,
+    /// POSIX ACLs (FUSE_POSIX_ACL): the kernel checks permissions against
+    /// them (and the mode bits) itself, stops applying the umask (the fs
+    /// core does: FUSE_DONT_MASK), and the ACL attributes are stored and
+    /// interpreted by the fs core (`core/acl.rs`). Off: they are
+    /// EOPNOTSUPP.
+    pub posix_acl: bool,
 }
 
 impl Default for AdapterConfig {
@@ -101,19 +112,23 @@ impl Default for AdapterConfig {
             negative_ttl: Duration::ZERO,
             default_permissions: false,
             writeback_cache: true,
+            posix_acl: false,
         }
     }
 }
 
 impl AdapterConfig {
-    /// The configuration the mount options ask for. Without
-    /// `default_permissions` but with `allow_other`, names are not cached
+    /// The configuration the mount options ask for. With ACLs (`acl`, the
+    /// default) the kernel checks permissions whatever the options say,
+    /// as with `default_permissions`. Without either but with
+    /// `allow_other`, names are not cached
     /// unless `entry_timeout` says otherwise: the kernel walks cached names
     /// without asking, so the adapter's search-permission check on
     /// directories would be skipped for other users.
     pub fn from_options(opts: &MountOptions) -> AdapterConfig {
         let defaults = AdapterConfig::default();
-        let default_entry_ttl = if opts.allow_other && !opts.default_permissions {
+        let kernel_checks = opts.default_permissions || opts.acl;
+        let default_entry_ttl = if opts.allow_other && !kernel_checks {
             Duration::ZERO
         } else {
             defaults.entry_ttl
@@ -122,8 +137,9 @@ impl AdapterConfig {
             entry_ttl: opts.entry_timeout.unwrap_or(default_entry_ttl),
             attr_ttl: opts.attr_timeout.unwrap_or(defaults.attr_ttl),
             negative_ttl: opts.negative_timeout.unwrap_or(defaults.negative_ttl),
-            default_permissions: opts.default_permissions,
+            default_permissions: kernel_checks,
             writeback_cache: defaults.writeback_cache,
+            posix_acl: opts.acl,
         }
     }
 }
@@ -250,12 +266,23 @@ pub(super) struct Who {
 }
 
 impl Who {
-    /// The owner of what the request creates.
+    /// The owner of what the request creates (no umask).
     pub fn caller(self) -> Caller {
+        Caller::new(self.uid, self.gid)
+    }
+
+    /// The creator of a new inode, with the umask the request carries.
+    pub fn creator(self, umask: u32) -> Caller {
         Caller {
-            uid: self.uid,
-            gid: self.gid,
+            umask,
+            ..self.caller()
         }
+    }
+
+    /// Whether the caller belongs to group `gid` (primary or
+    /// supplementary).
+    pub fn in_group(self, gid: u32) -> bool {
+        super::adapter_perm::in_group(self, gid)
     }
 }
 
@@ -437,8 +464,20 @@ impl KeelFs {
     }
 
     /// Ask for every capability that makes FUSE fast (see the module docs),
-    /// each on its own so one the kernel lacks does not cost the others.
-    fn negotiate(&self, config: &mut KernelConfig) {
+    /// each on its own so one the kernel lacks does not cost the others,
+    /// and for those the semantics need (POSIX ACLs when configured: a
+    /// kernel without them fails the mount, since permissions would
+    /// otherwise go unchecked).
+    fn negotiate(&self, config: &mut KernelConfig) -> std::io::Result<()> {
+        if self.shared.config.posix_acl {
+            config
+                .add_capabilities(InitFlags::FUSE_POSIX_ACL | InitFlags::FUSE_DONT_MASK)
+                .map_err(|missing| {
+                    std::io::Error::other(format!(
+                        "the kernel does not offer {missing:?}: mount with -o noacl"
+                    ))
+                })?;
+        }
         let mut wanted = InitFlags::FUSE_ASYNC_READ
             | InitFlags::FUSE_BIG_WRITES
             | InitFlags::FUSE_DO_READDIRPLUS
@@ -446,7 +485,8 @@ impl KeelFs {
             | InitFlags::FUSE_PARALLEL_DIROPS
             | InitFlags::FUSE_CACHE_SYMLINKS
             | InitFlags::FUSE_ASYNC_DIO
-            | InitFlags::FUSE_MAX_PAGES;
+            | InitFlags::FUSE_MAX_PAGES
+            | InitFlags::FUSE_HANDLE_KILLPRIV_V2;
         if self.shared.config.writeback_cache {
             wanted |= InitFlags::FUSE_WRITEBACK_CACHE;
         }
@@ -464,13 +504,13 @@ impl KeelFs {
         let _ = config.set_max_background(64);
         let _ = config.set_congestion_threshold(48);
         let _ = config.set_time_granularity(Duration::from_nanos(1));
+        Ok(())
     }
 }
 
 impl Filesystem for KeelFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
-        self.negotiate(config);
-        Ok(())
+        self.negotiate(config)
     }
 
     fn destroy(&mut self) {
@@ -561,11 +601,11 @@ impl Filesystem for KeelFs {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        self.mknod_op(req, parent.0, name, mode, rdev, reply);
+        self.mknod_op(req, parent.0, name, mode, umask, rdev, reply);
     }
 
     fn mkdir(
@@ -574,10 +614,10 @@ impl Filesystem for KeelFs {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         reply: ReplyEntry,
     ) {
-        self.mkdir_op(req, parent.0, name, mode, reply);
+        self.mkdir_op(req, parent.0, name, mode, umask, reply);
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -662,7 +702,17 @@ impl Filesystem for KeelFs {
         reply: ReplyWrite,
     ) {
         let from_cache = write_flags.contains(WriteFlags::FUSE_WRITE_CACHE);
-        self.write_op(req, ino.0, offset, data.to_vec(), from_cache, reply);
+        // HANDLE_KILLPRIV_V2: the kernel asks us to clear setuid/setgid.
+        let kill_privs = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
+        self.write_op(
+            req,
+            ino.0,
+            offset,
+            data.to_vec(),
+            from_cache,
+            kill_privs,
+            reply,
+        );
     }
 
     fn flush(
@@ -793,11 +843,11 @@ impl Filesystem for KeelFs {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         flags: i32,
         reply: ReplyCreate,
     ) {
-        self.create_op(req, parent.0, name, mode, flags, reply);
+        self.create_op(req, parent.0, name, mode, umask, flags, reply);
     }
 
     fn fallocate(

@@ -108,12 +108,14 @@ impl KeelFs {
         });
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn mknod_op(
         &self,
         req: &Request,
         parent: u64,
         name: &OsStr,
         mode: u32,
+        umask: u32,
         rdev: u32,
         reply: ReplyEntry,
     ) {
@@ -122,7 +124,7 @@ impl KeelFs {
             let result = check_dir(ctx, parent, MAY_WRITE | MAY_EXEC).and_then(|()| {
                 retry_on_nospace(ctx.fs, || {
                     ctx.fs
-                        .mknod(parent, &name, mode, u64::from(rdev), ctx.who.caller())
+                        .mknod(parent, &name, mode, u64::from(rdev), ctx.who.creator(umask))
                 })
             });
             answer(reply, "mknod", parent, result, |reply, attr| {
@@ -137,13 +139,14 @@ impl KeelFs {
         parent: u64,
         name: &OsStr,
         mode: u32,
+        umask: u32,
         reply: ReplyEntry,
     ) {
         let name = name.as_bytes().to_vec();
         self.run(req, move |ctx| {
             let result = check_dir(ctx, parent, MAY_WRITE | MAY_EXEC).and_then(|()| {
                 retry_on_nospace(ctx.fs, || {
-                    ctx.fs.mkdir(parent, &name, mode, ctx.who.caller())
+                    ctx.fs.mkdir(parent, &name, mode, ctx.who.creator(umask))
                 })
             });
             answer(reply, "mkdir", parent, result, |reply, attr| {
@@ -251,12 +254,14 @@ impl KeelFs {
         });
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn create_op(
         &self,
         req: &Request,
         parent: u64,
         name: &OsStr,
         mode: u32,
+        umask: u32,
         flags: i32,
         reply: ReplyCreate,
     ) {
@@ -270,7 +275,7 @@ impl KeelFs {
                     mode
                 };
                 let made = retry_on_nospace(ctx.fs, || {
-                    ctx.fs.mknod(parent, &name, mode, 0, ctx.who.caller())
+                    ctx.fs.mknod(parent, &name, mode, 0, ctx.who.creator(umask))
                 });
                 let attr = match made {
                     Err(FsError::Exists) if flags & libc::O_EXCL == 0 => {

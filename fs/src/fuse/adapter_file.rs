@@ -27,23 +27,27 @@ use fuser::{
 use super::adapter::{answer, fuse_attr, retry_on_nospace, space_pending, Ctx, KeelFs};
 use super::adapter_entry::FILE_OPEN_FLAGS;
 use super::adapter_perm::{self as perm, MAY_WRITE};
-use crate::core::{Fs, SetAttr, TimeSet, Whence};
+use super::errno::reply_errno;
+use crate::core::{privs, AclKind, Actor, Fs, SetAttr, TimeSet, Whence};
 use crate::error::{FsError, FsResult};
 use crate::format::FileType;
 
-/// Names of the POSIX ACL attributes. keelfs does not negotiate
-/// FUSE_POSIX_ACL, so ACLs are not supported: like a local filesystem
-/// mounted `noacl`, these names are EOPNOTSUPP (so `cp -a` and `setfacl`
-/// fall back to chmod) and are left out of listings. Storing them
-/// verbatim would let `cp -a` believe an ACL set the mode bits when
-/// nothing did.
+/// Names of the POSIX ACL attributes. With ACLs on (`AdapterConfig::
+/// posix_acl`) they are set and removed through the fs core's ACL code
+/// (`core/acl.rs`) for the caller. Off, like a local filesystem mounted
+/// `noacl`, these names are EOPNOTSUPP (so `cp -a` and `setfacl` fall back
+/// to chmod) and are left out of listings: storing them verbatim would let
+/// `cp -a` believe an ACL set the mode bits when nothing did.
 const ACL_PREFIX: &[u8] = b"system.posix_acl_";
 
-fn acl_name(name: &[u8]) -> FsResult<()> {
-    if name.starts_with(ACL_PREFIX) {
-        Err(FsError::NotSupported)
-    } else {
-        Ok(())
+/// `NotSupported` for an ACL name when ACLs are off; else which ACL, if any.
+fn acl_name(ctx: &Ctx<'_>, name: &[u8]) -> FsResult<Option<AclKind>> {
+    if !name.starts_with(ACL_PREFIX) {
+        return Ok(None);
+    }
+    match AclKind::of_name(name) {
+        Some(kind) if ctx.config.posix_acl => Ok(Some(kind)),
+        _ => Err(FsError::NotSupported),
     }
 }
 
@@ -93,6 +97,40 @@ fn write_all_or_short(fs: &Fs, ino: u64, offset: u64, data: &[u8]) -> FsResult<u
     Ok(written)
 }
 
+/// Runs `f` with the request's caller as an [`Actor`] (its groups read
+/// only if a rule needs them).
+fn with_actor<T>(ctx: &Ctx<'_>, f: impl FnOnce(&Actor<'_>) -> T) -> T {
+    let who = ctx.who;
+    let in_group = move |gid| who.in_group(gid);
+    f(&Actor {
+        uid: who.uid,
+        in_group: &in_group,
+    })
+}
+
+/// `set` with the mode change that truncating (by someone without
+/// CAP_FSETID) or chown of `ino` by `actor` implies (`core/privs.rs`): with
+/// FUSE_HANDLE_KILLPRIV_V2 the kernel leaves it to us. An explicit mode is
+/// left as it is.
+fn privileges_kept(fs: &Fs, ino: u64, mut set: SetAttr, actor: &Actor<'_>) -> FsResult<SetAttr> {
+    let chown = set.uid.is_some() || set.gid.is_some();
+    if set.mode.is_some() || (set.size.is_none() && !chown) {
+        return Ok(set);
+    }
+    let attr = fs.getattr(ino)?;
+    let mut perm = attr.perm;
+    if set.size.is_some() {
+        perm = privs::after_data_change(attr.kind, perm, attr.gid, actor);
+    }
+    if chown {
+        perm = privs::after_chown(attr.kind, perm, attr.gid, actor);
+    }
+    if perm != attr.perm {
+        set.mode = Some(u32::from(perm));
+    }
+    Ok(set)
+}
+
 /// Runs `op`, which changes the data of regular file `ino`, without letting
 /// it change mtime or ctime when the kernel's writeback cache is on: the
 /// kernel then owns both for regular files (it ignores the values we report
@@ -137,6 +175,7 @@ impl KeelFs {
                 } else {
                     perm::check_setattr(&ctx.fs.getattr(ino)?, ctx.who, &set)?
                 };
+                let set = with_actor(ctx, |actor| privileges_kept(ctx.fs, ino, set, actor))?;
                 let _times = ctx.shared.times_lock(ino);
                 retry_on_nospace(ctx.fs, || ctx.fs.setattr(ino, &set))
             })();
@@ -195,7 +234,9 @@ impl KeelFs {
     }
 
     /// A write. One from the page cache (`from_cache`) leaves mtime and
-    /// ctime alone (see [`keeping_times`]).
+    /// ctime alone (see [`keeping_times`]); `kill_privs` (the kernel's
+    /// FUSE_WRITE_KILL_SUIDGID) clears setuid/setgid first.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn write_op(
         &self,
         req: &Request,
@@ -203,9 +244,15 @@ impl KeelFs {
         offset: u64,
         data: Vec<u8>,
         from_cache: bool,
+        kill_privs: bool,
         reply: ReplyWrite,
     ) {
         self.run(req, move |ctx| {
+            if kill_privs {
+                if let Err(e) = with_actor(ctx, |actor| ctx.fs.kill_suid_sgid(ino, actor)) {
+                    return reply.error(reply_errno("write", ino, &e));
+                }
+            }
             let write = || write_all_or_short(ctx.fs, ino, offset, &data);
             let result = if from_cache {
                 keeping_times(ctx, ino, write)
@@ -274,11 +321,22 @@ impl KeelFs {
     ) {
         let name = name.as_bytes().to_vec();
         self.run(req, move |ctx| {
-            let result = acl_name(&name)
-                .and_then(|()| Self::check_xattr(ctx, ino, &name, true))
-                .and_then(|()| {
-                    retry_on_nospace(ctx.fs, || ctx.fs.setxattr(ino, &name, &value, flags as u32))
-                });
+            let result = (|| {
+                let acl = acl_name(ctx, &name)?;
+                Self::check_xattr(ctx, ino, &name, true)?;
+                let who = ctx.who;
+                let in_group = move |gid| who.in_group(gid);
+                let actor = Actor {
+                    uid: who.uid,
+                    in_group: &in_group,
+                };
+                retry_on_nospace(ctx.fs, || match acl {
+                    Some(kind) => ctx
+                        .fs
+                        .set_acl(ino, kind, Some(&value), flags as u32, &actor),
+                    None => ctx.fs.setxattr(ino, &name, &value, flags as u32),
+                })
+            })();
             answer(reply, "setxattr", ino, result, |reply, ()| reply.ok());
         });
     }
@@ -293,8 +351,8 @@ impl KeelFs {
     ) {
         let name = name.as_bytes().to_vec();
         self.run(req, move |ctx| {
-            let result = acl_name(&name)
-                .and_then(|()| Self::check_xattr(ctx, ino, &name, false))
+            let result = acl_name(ctx, &name)
+                .and_then(|_| Self::check_xattr(ctx, ino, &name, false))
                 .and_then(|()| ctx.fs.getxattr(ino, &name));
             answer(reply, "getxattr", ino, result, |reply, value| {
                 xattr_reply(reply, size, &value)
@@ -306,7 +364,8 @@ impl KeelFs {
         self.run(req, move |ctx| {
             let result = ctx.fs.listxattr(ino).map(|names| {
                 let mut list = Vec::new();
-                for name in names.iter().filter(|n| !n.starts_with(ACL_PREFIX)) {
+                let shown = |n: &&Vec<u8>| ctx.config.posix_acl || !n.starts_with(ACL_PREFIX);
+                for name in names.iter().filter(shown) {
                     list.extend_from_slice(name);
                     list.push(0);
                 }
@@ -321,8 +380,8 @@ impl KeelFs {
     pub(super) fn removexattr_op(&self, req: &Request, ino: u64, name: &OsStr, reply: ReplyEmpty) {
         let name = name.as_bytes().to_vec();
         self.run(req, move |ctx| {
-            let result = acl_name(&name)
-                .and_then(|()| Self::check_xattr(ctx, ino, &name, true))
+            let result = acl_name(ctx, &name)
+                .and_then(|_| Self::check_xattr(ctx, ino, &name, true))
                 .and_then(|()| ctx.fs.removexattr(ino, &name));
             answer(reply, "removexattr", ino, result, |reply, ()| reply.ok());
         });
@@ -351,9 +410,12 @@ impl KeelFs {
         reply: ReplyEmpty,
     ) {
         self.run(req, move |ctx| {
-            let result = keeping_times(ctx, ino, || {
-                retry_on_nospace(ctx.fs, || ctx.fs.fallocate(ino, offset, length, mode))
-            });
+            let result =
+                with_actor(ctx, |actor| ctx.fs.kill_suid_sgid(ino, actor)).and_then(|_| {
+                    keeping_times(ctx, ino, || {
+                        retry_on_nospace(ctx.fs, || ctx.fs.fallocate(ino, offset, length, mode))
+                    })
+                });
             answer(reply, "fallocate", ino, result, |reply, ()| reply.ok());
         });
     }

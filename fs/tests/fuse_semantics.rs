@@ -1,0 +1,313 @@
+//! Linux semantics that xfstests checks and that the FUSE adapter and the
+//! fs core must provide themselves, through a real mount: POSIX ACLs
+//! (mode bits, chmod, inheritance, umask, setgid), clearing setuid/setgid
+//! on writes by others, access times per mount option, file handles,
+//! chattr flags, SEEK_DATA/SEEK_HOLE and rename flags.
+//!
+//! Each test mounts its own two-leg mirror with `keelfs` and ends with
+//! `Mounted::finish` (unmount, fsck -n, mount again, compare the tree).
+//! Needs root and /dev/fuse (skipped otherwise).
+
+mod fuse_support;
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use fuse_support::*;
+
+const OPTS: &str = "allow_other,default_permissions";
+
+fn fixture(test: &str) -> Option<Fixture> {
+    can_mount(test).then(|| Fixture::new(2, 256 * MIB))
+}
+
+fn mode_of(path: &Path) -> u32 {
+    fs::metadata(path).unwrap().mode() & 0o7777
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+/// setxattr(2) of raw bytes (through setfattr's hex form), for values the
+/// ACL tools would never send; the errno on failure.
+fn raw_setxattr(path: &Path, name: &str, value: &[u8]) -> Result<(), i32> {
+    let hex: String = value.iter().map(|b| format!("{b:02x}")).collect();
+    match run(
+        "setfattr",
+        &["-n", name, "-v", &format!("0x{hex}"), p(path)],
+    ) {
+        Ok(_) => Ok(()),
+        Err(e) if e.contains("Invalid argument") => Err(libc::EINVAL),
+        Err(e) if e.contains("not supported") => Err(libc::EOPNOTSUPP),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[test]
+fn posix_acls_set_mode_bits_follow_chmod_and_grant_access() {
+    let Some(fx) = fixture("posix_acls_set_mode_bits_follow_chmod_and_grant_access") else {
+        return;
+    };
+    let (uid, gid) = test_user();
+    let m = fx.mount(OPTS);
+    let dir = m.path("d");
+    fs::create_dir(&dir).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+    let f = dir.join("secret");
+    fs::write(&f, b"ok\n").unwrap();
+    fs::set_permissions(&f, fs::Permissions::from_mode(0o600)).unwrap();
+    let read = format!("cat {}", p(&f));
+    assert!(
+        !sh_as(uid, gid, &read).0,
+        "0600 root file readable by others"
+    );
+
+    // A named user entry grants what the mode bits do not; the mask shows
+    // up as the group bits.
+    ok("setfacl", &["-m", &format!("u:{uid}:r"), p(&f)]);
+    assert_eq!(mode_of(&f), 0o640);
+    let (good, out, err) = sh_as(uid, gid, &read);
+    assert!(good && out == "ok\n", "ACL did not grant read: {err}");
+    let acl = ok("getfacl", &["-n", "--omit-header", p(&f)]);
+    assert!(acl.contains(&format!("user:{uid}:r--")), "{acl}");
+    assert!(acl.contains("mask::r--"), "{acl}");
+
+    // chmod rewrites the mask: g-r takes the named user's read away.
+    ok("chmod", &["g-r", p(&f)]);
+    assert_eq!(mode_of(&f), 0o600);
+    let acl = ok("getfacl", &["-n", "--omit-header", p(&f)]);
+    assert!(acl.contains("mask::---"), "{acl}");
+    assert!(!sh_as(uid, gid, &read).0, "mask did not take read away");
+    ok("chmod", &["g+r", p(&f)]);
+    assert!(sh_as(uid, gid, &read).0);
+
+    // An ACL the mode bits say entirely is not stored: only the mode changes.
+    let g = dir.join("plain");
+    fs::write(&g, b"").unwrap();
+    ok("setfacl", &["--set", "u::rwx,g::r-x,o::--x", p(&g)]);
+    assert_eq!(mode_of(&g), 0o751);
+    assert!(getxattr_err(&g, "system.posix_acl_access") == libc::ENODATA);
+    // Removing every extended entry leaves a plain file.
+    ok("setfacl", &["-b", p(&f)]);
+    assert!(getxattr_err(&f, "system.posix_acl_access") == libc::ENODATA);
+    assert!(!sh_as(uid, gid, &read).0);
+    let plain_mode = mode_of(&f);
+
+    // Malformed ACLs are refused (EINVAL), nothing stored.
+    let no_other: Vec<u8> = [
+        2u32.to_le_bytes().as_slice(),
+        &[1, 0, 6, 0, 0xff, 0xff, 0xff, 0xff],
+    ]
+    .concat();
+    assert_eq!(
+        raw_setxattr(&f, "system.posix_acl_access", &no_other),
+        Err(libc::EINVAL)
+    );
+    assert_eq!(mode_of(&f), plain_mode);
+
+    // A default ACL is for directories only.
+    assert!(run("setfacl", &["-d", "-m", "u::rwx", p(&f)]).is_err());
+
+    // A non-member owner setting an ACL on its setgid file loses setgid.
+    let own = dir.join("own");
+    fs::write(&own, b"").unwrap();
+    std::os::unix::fs::chown(&own, Some(uid), Some(0)).unwrap();
+    fs::set_permissions(&own, fs::Permissions::from_mode(0o2770)).unwrap();
+    let (good, _, err) = sh_as(uid, gid, &format!("setfacl -m g::r-x {}", p(&own)));
+    assert!(good, "{err}");
+    assert_eq!(
+        mode_of(&own),
+        0o750,
+        "setgid survived an ACL set by a non-member"
+    );
+    // uid 0 keeps it.
+    fs::set_permissions(&own, fs::Permissions::from_mode(0o2770)).unwrap();
+    ok("setfacl", &["-m", &format!("u:{uid}:rx"), p(&own)]);
+    assert_eq!(mode_of(&own) & 0o2000, 0o2000);
+
+    // Everything survives a remount (finish compares modes; ACLs here).
+    m.unmount();
+    let m = fx.mount(OPTS);
+    let f = m.path("d/secret");
+    let acl = ok("getfacl", &["-n", "--omit-header", p(&m.path("d/own"))]);
+    assert!(acl.contains(&format!("user:{uid}:r-x")), "{acl}");
+    assert_eq!(mode_of(&f), plain_mode);
+    m.finish();
+}
+
+/// The errno of getxattr(2) on `name` (0 if it succeeded).
+fn getxattr_err(path: &Path, name: &str) -> i32 {
+    match xattr_get(path, name) {
+        Ok(_) => 0,
+        Err(e) => e,
+    }
+}
+
+fn xattr_get(path: &Path, name: &str) -> Result<Vec<u8>, i32> {
+    let out = std::process::Command::new("getfattr")
+        .args(["--absolute-names", "-e", "hex", "-n", name, p(path)])
+        .output()
+        .unwrap();
+    if out.status.success() {
+        return Ok(out.stdout);
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    Err(if err.contains("No such attribute") {
+        libc::ENODATA
+    } else if err.contains("not supported") {
+        libc::EOPNOTSUPP
+    } else {
+        -1
+    })
+}
+
+#[test]
+fn default_acls_are_inherited_and_replace_the_umask() {
+    let Some(fx) = fixture("default_acls_are_inherited_and_replace_the_umask") else {
+        return;
+    };
+    let (uid, _) = test_user();
+    let m = fx.mount(OPTS);
+    // Without a default ACL the umask applies (the kernel leaves it to us).
+    let plain = m.path("plain");
+    fs::create_dir(&plain).unwrap();
+    ok(
+        "sh",
+        &[
+            "-c",
+            &format!(
+                "umask 027 && cd {} && touch f && mkdir d && mknod p p",
+                p(&plain)
+            ),
+        ],
+    );
+    assert_eq!(mode_of(&plain.join("f")), 0o640);
+    assert_eq!(mode_of(&plain.join("d")), 0o750);
+    assert_eq!(mode_of(&plain.join("p")), 0o640);
+
+    // With one, the umask is ignored and the ACL masks the mode.
+    let dir = m.path("inherit");
+    fs::create_dir(&dir).unwrap();
+    ok(
+        "setfacl",
+        &[
+            "-d",
+            "-m",
+            &format!("u::rwx,g::r-x,o::---,u:{uid}:rwx,m::rwx"),
+            p(&dir),
+        ],
+    );
+    ok(
+        "sh",
+        &[
+            "-c",
+            &format!(
+                "umask 077 && cd {} && touch f && mkdir sub && ln -s f link",
+                p(&dir)
+            ),
+        ],
+    );
+    let f = dir.join("f");
+    // touch asks 0666: user rw, mask rw (named entry), other none.
+    assert_eq!(mode_of(&f), 0o660);
+    let acl = ok("getfacl", &["-n", "--omit-header", p(&f)]);
+    assert!(acl.contains(&format!("user:{uid}:rwx")), "{acl}");
+    assert!(acl.contains("mask::rw-"), "{acl}");
+    let sub = dir.join("sub");
+    assert_eq!(mode_of(&sub), 0o770);
+    let acl = ok("getfacl", &["-n", "--omit-header", p(&sub)]);
+    assert!(acl.contains(&format!("default:user:{uid}:rwx")), "{acl}");
+    // A grandchild inherits through the new directory's default ACL.
+    fs::write(sub.join("g"), b"").unwrap();
+    let acl = ok("getfacl", &["-n", "--omit-header", p(&sub.join("g"))]);
+    assert!(acl.contains(&format!("user:{uid}:rwx")), "{acl}");
+    // Symlinks get nothing.
+    assert_eq!(
+        fs::symlink_metadata(dir.join("link")).unwrap().mode() & 0o777,
+        0o777
+    );
+
+    // A minimal default ACL: no access ACL is stored for the children.
+    let min = m.path("minimal");
+    fs::create_dir(&min).unwrap();
+    ok("setfacl", &["-d", "--set", "u::rwx,g::r-x,o::r-x", p(&min)]);
+    ok("sh", &["-c", &format!("umask 077 && touch {}/f", p(&min))]);
+    assert_eq!(mode_of(&min.join("f")), 0o644);
+    assert_eq!(
+        getxattr_err(&min.join("f"), "system.posix_acl_access"),
+        libc::ENODATA
+    );
+    m.finish();
+}
+
+#[test]
+fn noacl_mounts_refuse_acls() {
+    let Some(fx) = fixture("noacl_mounts_refuse_acls") else {
+        return;
+    };
+    let m = fx.mount("noacl,default_permissions");
+    let f = m.path("f");
+    fs::write(&f, b"").unwrap();
+    assert!(run("setfacl", &["-m", "u:1:r", p(&f)]).is_err());
+    assert_eq!(
+        getxattr_err(&f, "system.posix_acl_access"),
+        libc::EOPNOTSUPP
+    );
+    m.finish();
+}
+
+#[test]
+fn writes_by_others_clear_setuid_and_setgid() {
+    let Some(fx) = fixture("writes_by_others_clear_setuid_and_setgid") else {
+        return;
+    };
+    let (uid, gid) = test_user();
+    let m = fx.mount(OPTS);
+    let dir = m.path("d");
+    fs::create_dir(&dir).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+    let f = dir.join("f");
+    fs::write(&f, b"0123456789").unwrap();
+    // (mode before, what the test user does, mode after): generic/683-685
+    // and the write and truncate cases, by a user outside the file's group.
+    let cases = [
+        (0o6666, "echo x >> F", 0o666),
+        (0o6676, "echo x >> F", 0o676),
+        (0o6766, "truncate -s 3 F", 0o766),
+        (0o6777, "fallocate -l 65536 F", 0o777),
+        (0o6666, "fallocate -p -o 0 -l 4096 F", 0o666),
+    ];
+    for (before, action, after) in cases {
+        fs::set_permissions(&f, fs::Permissions::from_mode(before)).unwrap();
+        let script = action.replace('F', p(&f));
+        let (good, _, err) = sh_as(uid, gid, &script);
+        assert!(good, "{script}: {err}");
+        assert_eq!(
+            mode_of(&f),
+            after,
+            "{before:o} after `{action}` by another user"
+        );
+    }
+    // A member of the file's group keeps setgid on a file its group may
+    // not execute (only setuid goes); uid 0 keeps both.
+    std::os::unix::fs::chown(&f, None, Some(gid)).unwrap();
+    fs::set_permissions(&f, fs::Permissions::from_mode(0o6666)).unwrap();
+    assert!(sh_as(uid, gid, &format!("echo y >> {}", p(&f))).0);
+    assert_eq!(mode_of(&f), 0o2666);
+    fs::set_permissions(&f, fs::Permissions::from_mode(0o6777)).unwrap();
+    ok(
+        "sh",
+        &["-c", &format!("echo z >> {0} && truncate -s 1 {0}", p(&f))],
+    );
+    ok("fallocate", &["-l", "8192", p(&f)]);
+    assert_eq!(mode_of(&f), 0o6777);
+    // chown clears setuid even for root (and setgid with group execute).
+    ok("chown", &[&uid.to_string(), p(&f)]);
+    assert_eq!(mode_of(&f), 0o777);
+    fs::set_permissions(&f, fs::Permissions::from_mode(0o6745)).unwrap();
+    ok("chgrp", &["0", p(&f)]);
+    assert_eq!(mode_of(&f), 0o2745);
+    m.finish();
+}
