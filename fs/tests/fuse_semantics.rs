@@ -311,3 +311,90 @@ fn writes_by_others_clear_setuid_and_setgid() {
     assert_eq!(mode_of(&f), 0o2745);
     m.finish();
 }
+
+/// atime as `stat` shows it.
+fn atime_of(path: &Path) -> (i64, i64) {
+    let m = fs::metadata(path).unwrap();
+    (m.atime(), m.atime_nsec())
+}
+
+fn cat(path: &Path) {
+    let _ = fs::read(path).unwrap();
+}
+
+#[test]
+fn access_times_follow_the_mount_option() {
+    let Some(fx) = fixture("access_times_follow_the_mount_option") else {
+        return;
+    };
+    let pause = || std::thread::sleep(std::time::Duration::from_millis(30));
+    // relatime (the default): the first read after a change updates atime,
+    // the next does not — even though the data is in the page cache.
+    let m = fx.mount(OPTS);
+    let f = m.path("f");
+    fs::write(&f, b"aaa\n").unwrap();
+    let created = atime_of(&f);
+    pause();
+    cat(&f);
+    let first = atime_of(&f);
+    assert!(first > created, "relatime: first read left atime alone");
+    pause();
+    cat(&f);
+    assert_eq!(atime_of(&f), first, "relatime: second read moved atime");
+    m.unmount();
+
+    // strictatime: every read.
+    let m = fx.mount(&format!("{OPTS},strictatime"));
+    let f = m.path("f");
+    let before = atime_of(&f);
+    pause();
+    cat(&f);
+    let once = atime_of(&f);
+    assert!(once > before, "strictatime: read left atime alone");
+    pause();
+    cat(&f);
+    assert!(
+        atime_of(&f) > once,
+        "strictatime: second read left atime alone"
+    );
+    m.unmount();
+
+    // noatime: none, not even after a change.
+    let m = fx.mount(&format!("{OPTS},noatime"));
+    let f = m.path("f");
+    fs::write(&f, b"bbb\n").unwrap();
+    let before = atime_of(&f);
+    pause();
+    cat(&f);
+    assert_eq!(atime_of(&f), before, "noatime: read moved atime");
+    m.finish();
+}
+
+#[test]
+fn times_stamped_here_and_by_the_kernel_stay_in_event_order() {
+    let Some(fx) = fixture("times_stamped_here_and_by_the_kernel_stay_in_event_order") else {
+        return;
+    };
+    let m = fx.mount(OPTS);
+    let f = m.path("f");
+    fs::write(&f, b"x").unwrap();
+    // A fifo's ctime is ours; a hard link's ctime on a regular file is the
+    // kernel's (writeback cache), taken from its coarse clock. The link
+    // comes later, so its ctime must not be earlier (generic/423).
+    for i in 0..40 {
+        let fifo = m.path(&format!("p{i}"));
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let link = m.path(&format!("l{i}"));
+        fs::hard_link(&f, &link).unwrap();
+        let (a, b) = (fs::metadata(&fifo).unwrap(), fs::metadata(&link).unwrap());
+        assert!(
+            (b.ctime(), b.ctime_nsec()) >= (a.ctime(), a.ctime_nsec()),
+            "link {i} ctime {}.{:09} before fifo ctime {}.{:09}",
+            b.ctime(),
+            b.ctime_nsec(),
+            a.ctime(),
+            a.ctime_nsec()
+        );
+    }
+    m.finish();
+}

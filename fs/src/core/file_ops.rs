@@ -15,9 +15,7 @@
 //!   time;
 //! * timestamps follow POSIX: a write or a size change sets mtime and
 //!   ctime; chmod and chown set ctime; explicit atime/mtime set ctime too;
-//!   reads update atime the relatime way (when atime is not after mtime or
-//!   ctime, or is a day old), never on a read-only mount or a `noatime`
-//!   file;
+//!   reads update atime as the mount's atime mode says (`atime.rs`);
 //! * `fsync`/`fdatasync`/`syncfs` return once everything done before them
 //!   (data and metadata) is durable: a journal commit, which flushes every
 //!   leg;
@@ -37,8 +35,6 @@ use crate::error::{FsError, FsResult};
 use crate::format::{AttrFlags, FileType, Timestamp};
 use crate::journal::TxHandle;
 
-/// Seconds after which relatime refreshes atime anyway.
-const RELATIME_SECS: i64 = 24 * 3600;
 /// Bytes copied per step of copy_file_range.
 const COPY_CHUNK: u64 = 1 << 20;
 /// Blocks fallocate handles per transaction.
@@ -304,16 +300,6 @@ impl Fs {
             }
         }
         Ok(data)
-    }
-
-    /// Whether a read should refresh atime (relatime).
-    fn atime_due(&self, state: &InodeState) -> bool {
-        if self.read_only || !state.is_live() || state.attr_flags.contains(AttrFlags::NOATIME) {
-            return false;
-        }
-        state.atime <= state.mtime
-            || state.atime <= state.ctime
-            || time::now().secs - state.atime.secs >= RELATIME_SECS
     }
 
     /// Writes `data` at `offset` of `ino`; returns the bytes written (fewer

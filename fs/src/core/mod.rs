@@ -11,6 +11,7 @@
 //!
 //! * `meta.rs`: reading and creating metadata blocks with kind checks;
 //! * `time.rs`: timestamps;
+//! * `atime.rs`: when reads update atime (the mount's atime mode);
 //! * `superblock.rs`: the in-memory superblock and its per-leg writes;
 //! * `scrub.rs`: online scrub of every allocated block on every leg;
 //! * `resync.rs`: online resync of a stale, returning or new leg;
@@ -62,6 +63,7 @@
 //!    taken alone or from a commit hook).
 
 pub mod acl;
+pub mod atime;
 pub mod extent;
 mod file;
 mod file_ops;
@@ -171,6 +173,8 @@ pub struct Fs {
     watcher: Mutex<Option<HealthWatcher>>,
     /// Background resyncs ([`Fs::start_resync`]).
     resync: resync::ResyncControl,
+    /// When reads update atime (`atime.rs`).
+    atime: atime::AtimeSetting,
 }
 
 /// Replays what the journal holds (unless the mount is read-only: then a
@@ -257,6 +261,7 @@ impl Fs {
             health,
             watcher: Mutex::new(None),
             resync: resync::ResyncControl::default(),
+            atime: atime::AtimeSetting::default(),
         };
         if !read_only {
             let mirror = fs.volume.set();

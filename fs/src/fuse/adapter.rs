@@ -24,6 +24,10 @@
 //!   directory operations, async reads, cached symlinks; entries and
 //!   attributes are cached for `entry_timeout`/`attr_timeout` (default 1 s),
 //!   negative lookups for `negative_timeout` (default 0: not cached).
+//!   Files are opened keeping their page cache, except when a read must
+//!   update atime (the kernel never does for FUSE; `core/atime.rs` says
+//!   when, from the mount's atime mode): then the open drops the cache so
+//!   the read reaches the filesystem.
 //!   keelfs is the only writer of its devices and every change goes through
 //!   the kernel, so nothing needs invalidating behind the kernel's back.
 //!   Writeback cache: the kernel owns size and mtime of regular files and
@@ -69,10 +73,11 @@ use keelfs_engine::ioctx::{self, IoContextTable};
 use parking_lot::{Mutex, RwLock};
 
 use super::errno::reply_errno;
-use super::options::MountOptions;
+use super::options::{Atime, MountOptions};
 use super::pool::WorkerPool;
 use super::scrub_ctl::ScrubControl;
 use super::status::{StatusReport, StatusServer};
+use crate::core::atime::AtimeMode;
 use crate::core::{time, Caller, FileAttr, Fs};
 use crate::error::{FsError, FsResult};
 use crate::format::FileType;
@@ -102,6 +107,9 @@ pub struct AdapterConfig {
     /// interpreted by the fs core (`core/acl.rs`). Off: they are
     /// EOPNOTSUPP.
     pub posix_acl: bool,
+    /// When reads update atime (the mount's `noatime`, `relatime`,
+    /// `strictatime`; the kernel leaves atime of FUSE files to us).
+    pub atime: AtimeMode,
 }
 
 impl Default for AdapterConfig {
@@ -113,6 +121,7 @@ impl Default for AdapterConfig {
             default_permissions: false,
             writeback_cache: true,
             posix_acl: false,
+            atime: AtimeMode::RelAtime,
         }
     }
 }
@@ -140,6 +149,11 @@ impl AdapterConfig {
             default_permissions: kernel_checks,
             writeback_cache: defaults.writeback_cache,
             posix_acl: opts.acl,
+            atime: match opts.vfs.atime() {
+                Some(Atime::NoAtime) => AtimeMode::NoAtime,
+                Some(Atime::StrictAtime) => AtimeMode::StrictAtime,
+                Some(Atime::RelAtime) | None => AtimeMode::RelAtime,
+            },
         }
     }
 }
@@ -190,6 +204,7 @@ pub struct AdapterHandle {
 impl AdapterHandle {
     /// From now on requests are served by `fs`.
     pub fn install(&self, fs: Fs) {
+        fs.set_atime_mode(self.shared.config.atime);
         let fs = Arc::new(fs);
         // Legs found behind the others at mount are resynced meanwhile.
         if let Err(e) = Fs::start_resync(&fs) {

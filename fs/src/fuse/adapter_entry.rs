@@ -28,14 +28,22 @@ use fuser::{
 use super::adapter::{answer, fuse_attr, fuse_kind, generation, retry_on_nospace, Ctx, KeelFs};
 use super::adapter_perm::{self as perm, MAY_EXEC, MAY_READ, MAY_WRITE};
 use super::errno::reply_errno;
-use crate::core::FileAttr;
+use crate::core::{FileAttr, Fs};
 use crate::error::{FsError, FsResult};
 use crate::format::FileType;
 
-/// Open flags the adapter answers every regular-file open with: keelfs is
-/// the only writer and every change goes through the kernel, so the page
-/// cache stays valid across opens.
-pub(super) const FILE_OPEN_FLAGS: FopenFlags = FopenFlags::FOPEN_KEEP_CACHE;
+/// Open flags the adapter answers a regular-file open with: keelfs is the
+/// only writer and every change goes through the kernel, so the page cache
+/// stays valid across opens — unless a read of the file must update its
+/// atime: then the cache is dropped so that read reaches us (the kernel
+/// never updates atime of FUSE files itself).
+pub(super) fn file_open_flags(fs: &Fs, attr: &FileAttr) -> FopenFlags {
+    if fs.read_updates_atime(attr) {
+        FopenFlags::empty()
+    } else {
+        FopenFlags::FOPEN_KEEP_CACHE
+    }
+}
 
 /// Answers `reply` with the entry for `attr`.
 pub(super) fn reply_entry(ctx: &Ctx<'_>, reply: ReplyEntry, attr: &FileAttr) {
@@ -311,7 +319,7 @@ impl KeelFs {
                     &fuse_attr(&attr),
                     generation(&attr),
                     FileHandle(attr.ino),
-                    FILE_OPEN_FLAGS,
+                    file_open_flags(ctx.fs, &attr),
                 )
             });
         });

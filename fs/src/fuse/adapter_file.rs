@@ -25,7 +25,7 @@ use fuser::{
 };
 
 use super::adapter::{answer, fuse_attr, retry_on_nospace, space_pending, Ctx, KeelFs};
-use super::adapter_entry::FILE_OPEN_FLAGS;
+use super::adapter_entry::file_open_flags;
 use super::adapter_perm::{self as perm, MAY_WRITE};
 use super::errno::reply_errno;
 use crate::core::{privs, AclKind, Actor, Fs, SetAttr, TimeSet, Whence};
@@ -206,10 +206,10 @@ impl KeelFs {
                     let _ = ctx.fs.release(ino);
                     return Err(FsError::IsDir);
                 }
-                Ok(())
+                Ok(file_open_flags(ctx.fs, &attr))
             })();
-            answer(reply, "open", ino, result, |reply, ()| {
-                reply.opened(FileHandle(ino), FILE_OPEN_FLAGS)
+            answer(reply, "open", ino, result, |reply, open_flags| {
+                reply.opened(FileHandle(ino), open_flags)
             });
         });
     }
