@@ -22,8 +22,14 @@ fn fixture(test: &str) -> Option<Fixture> {
     can_mount(test).then(|| Fixture::new(2, 256 * MIB))
 }
 
+/// The permission bits as `stat -c %a` shows them (as xfstests reads
+/// them): statx for the mode alone, which the kernel answers from its
+/// cache while the mode is valid there — std's metadata asks for more
+/// (the birth time, blocks) and would fetch fresh attributes, hiding a
+/// stale cache.
 fn mode_of(path: &Path) -> u32 {
-    fs::metadata(path).unwrap().mode() & 0o7777
+    let out = ok("stat", &["-c", "%a", p(path)]);
+    u32::from_str_radix(out.trim(), 8).unwrap()
 }
 
 fn p(path: &Path) -> &str {
@@ -264,15 +270,27 @@ fn writes_by_others_clear_setuid_and_setgid() {
         return;
     };
     let (uid, gid) = test_user();
-    let m = fx.mount(OPTS);
+    // suid as mount(8) passes it (a nosuid mount behaves otherwise).
+    let m = fx.mount(&format!("{OPTS},suid"));
     let dir = m.path("d");
     fs::create_dir(&dir).unwrap();
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
     let f = dir.join("f");
-    fs::write(&f, b"0123456789").unwrap();
+    fs::write(&f, vec![b'x'; 192 << 10]).unwrap();
+    // Nothing dirty in the page cache: writeback would make the kernel
+    // fetch fresh attributes and hide a stale mode (generic/683 syncs too).
+    fs::File::open(&f).unwrap().sync_all().unwrap();
     // (mode before, what the test user does, mode after): generic/683-685
     // and the write and truncate cases, by a user outside the file's group.
+    // A fallocate inside the file changes no size, so the kernel would keep
+    // showing the mode it cached if we did not tell it.
     let cases = [
+        (0o6666, "fallocate -o 65536 -l 65536 F", 0o666),
+        (
+            0o6676,
+            "dd if=/dev/zero of=F bs=4k count=1 conv=notrunc oflag=direct status=none",
+            0o676,
+        ),
         (0o6666, "echo x >> F", 0o666),
         (0o6676, "echo x >> F", 0o676),
         (0o6766, "truncate -s 3 F", 0o766),

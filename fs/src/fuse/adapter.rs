@@ -60,14 +60,14 @@
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
     AccessFlags, BsdFileFlags, CopyFileRangeFlags, Errno, FileHandle, Filesystem, Generation,
-    INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen,
-    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    INodeNo, InitFlags, KernelConfig, LockOwner, Notifier, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek,
+    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use keelfs_engine::ioctx::{self, IoContextTable};
 use parking_lot::{Mutex, RwLock};
@@ -176,11 +176,29 @@ pub(super) struct Shared {
     /// (see `adapter_file.rs`). Taken before any fs core lock, never under
     /// one.
     time_locks: Box<[Mutex<()>]>,
+    /// Tells the kernel about changes it did not ask for (set once, after
+    /// the fork).
+    notifier: OnceLock<Notifier>,
 }
 
 impl Shared {
     fn fs(&self) -> Option<Arc<Fs>> {
         self.fs.read().clone()
+    }
+
+    /// The kernel forgets what it caches of inode `ino`'s attributes (after
+    /// a change it did not ask for, such as setuid cleared on fallocate).
+    /// Data pages stay; no inode lock is needed, so this may be sent while
+    /// a request on the inode is pending.
+    pub(super) fn invalidate_attrs(&self, ino: u64) {
+        if let Some(notifier) = self.notifier.get() {
+            if let Err(e) = notifier.inval_inode(INodeNo(ino), -1, 0) {
+                // ENOENT: the kernel does not hold the inode; nothing cached.
+                if e.raw_os_error() != Some(libc::ENOENT) {
+                    log::warn!("invalidating the attributes of inode {ino}: {e}");
+                }
+            }
+        }
     }
 
     /// The time lock of inode `ino`.
@@ -202,6 +220,11 @@ pub struct AdapterHandle {
 }
 
 impl AdapterHandle {
+    /// The session's notifier, for changes the kernel must hear about.
+    pub fn set_notifier(&self, notifier: Notifier) {
+        let _ = self.shared.notifier.set(notifier);
+    }
+
     /// From now on requests are served by `fs`.
     pub fn install(&self, fs: Fs) {
         fs.set_atime_mode(self.shared.config.atime);
@@ -435,6 +458,7 @@ impl KeelFs {
                 status: Mutex::new(None),
                 scrub: ScrubControl::default(),
                 time_locks: (0..TIME_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+                notifier: OnceLock::new(),
             }),
         }
     }

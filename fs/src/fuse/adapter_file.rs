@@ -108,6 +108,16 @@ fn with_actor<T>(ctx: &Ctx<'_>, f: impl FnOnce(&Actor<'_>) -> T) -> T {
     })
 }
 
+/// Clears setuid/setgid of `ino` before the request's caller changes its
+/// data (`core/privs.rs`), and makes the kernel forget the mode it caches:
+/// the reply to a write or fallocate carries no attributes.
+fn kill_suid_sgid(ctx: &Ctx<'_>, ino: u64) -> FsResult<()> {
+    if with_actor(ctx, |actor| ctx.fs.kill_suid_sgid(ino, actor))?.is_some() {
+        ctx.shared.invalidate_attrs(ino);
+    }
+    Ok(())
+}
+
 /// `set` with the mode change that truncating (by someone without
 /// CAP_FSETID) or chown of `ino` by `actor` implies (`core/privs.rs`): with
 /// FUSE_HANDLE_KILLPRIV_V2 the kernel leaves it to us. An explicit mode is
@@ -249,7 +259,7 @@ impl KeelFs {
     ) {
         self.run(req, move |ctx| {
             if kill_privs {
-                if let Err(e) = with_actor(ctx, |actor| ctx.fs.kill_suid_sgid(ino, actor)) {
+                if let Err(e) = kill_suid_sgid(ctx, ino) {
                     return reply.error(reply_errno("write", ino, &e));
                 }
             }
@@ -410,12 +420,11 @@ impl KeelFs {
         reply: ReplyEmpty,
     ) {
         self.run(req, move |ctx| {
-            let result =
-                with_actor(ctx, |actor| ctx.fs.kill_suid_sgid(ino, actor)).and_then(|_| {
-                    keeping_times(ctx, ino, || {
-                        retry_on_nospace(ctx.fs, || ctx.fs.fallocate(ino, offset, length, mode))
-                    })
-                });
+            let result = kill_suid_sgid(ctx, ino).and_then(|()| {
+                keeping_times(ctx, ino, || {
+                    retry_on_nospace(ctx.fs, || ctx.fs.fallocate(ino, offset, length, mode))
+                })
+            });
             answer(reply, "fallocate", ino, result, |reply, ()| reply.ok());
         });
     }
