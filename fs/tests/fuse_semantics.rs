@@ -416,3 +416,80 @@ fn times_stamped_here_and_by_the_kernel_stay_in_event_order() {
     }
     m.finish();
 }
+
+/// name_to_handle_at(2) and open_by_handle_at(2) through python3's ctypes
+/// (neither std nor nix has them): `handle PATH` prints the handle as
+/// "TYPE:HEX"; `open MOUNT TYPE:HEX` opens it and prints what it reads (a
+/// file's bytes, or a directory's sorted names), or "errno N".
+const HANDLE_TOOL: &str = r#"
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+class FH(ctypes.Structure):
+    _fields_ = [("bytes", ctypes.c_uint), ("type", ctypes.c_int), ("data", ctypes.c_ubyte * 128)]
+if sys.argv[1] == "handle":
+    fh = FH(); fh.bytes = 128; mnt = ctypes.c_int()
+    if libc.name_to_handle_at(-100, sys.argv[2].encode(), ctypes.byref(fh), ctypes.byref(mnt), 0) != 0:
+        print("errno", ctypes.get_errno()); sys.exit(0)
+    print("%d:%s" % (fh.type, bytes(fh.data[:fh.bytes]).hex()))
+else:
+    kind, data = sys.argv[3].split(":")
+    raw = bytes.fromhex(data)
+    fh = FH(); fh.bytes = len(raw); fh.type = int(kind)
+    fh.data[:len(raw)] = list(raw)
+    mfd = os.open(sys.argv[2], os.O_RDONLY | os.O_DIRECTORY)
+    fd = libc.open_by_handle_at(mfd, ctypes.byref(fh), os.O_RDONLY)
+    if fd < 0:
+        print("errno", ctypes.get_errno()); sys.exit(0)
+    if os.path.isdir("/proc/self/fd/%d" % fd):
+        print(" ".join(sorted(os.listdir(fd))))
+    else:
+        print(os.read(fd, 4096).decode())
+"#;
+
+fn handle_tool(args: &[&str]) -> String {
+    let mut all = vec!["-c", HANDLE_TOOL];
+    all.extend_from_slice(args);
+    ok("python3", &all).trim().to_owned()
+}
+
+#[test]
+fn file_handles_outlive_the_kernel_cache_and_go_stale_when_freed() {
+    let Some(fx) = fixture("file_handles_outlive_the_kernel_cache_and_go_stale_when_freed") else {
+        return;
+    };
+    let m = fx.mount(OPTS);
+    fs::create_dir(m.path("d")).unwrap();
+    fs::write(m.path("d/kept"), b"kept data").unwrap();
+    fs::write(m.path("d/gone"), b"gone data").unwrap();
+    let kept = handle_tool(&["handle", p(&m.path("d/kept"))]);
+    let gone = handle_tool(&["handle", p(&m.path("d/gone"))]);
+    let dir = handle_tool(&["handle", p(&m.path("d"))]);
+    assert!(!kept.starts_with("errno"), "{kept}");
+    let gone_ino = fs::metadata(m.path("d/gone")).unwrap().ino();
+    fs::remove_file(m.path("d/gone")).unwrap();
+    // A new mount knows none of these inodes: the kernel must ask keelfs
+    // for them by number ("." lookups).
+    m.unmount();
+    let m = fx.mount(OPTS);
+    let mnt = p(&fx.mnt);
+    assert_eq!(handle_tool(&["open", mnt, &kept]), "kept data");
+    assert_eq!(handle_tool(&["open", mnt, &dir]), "kept");
+    assert_eq!(
+        handle_tool(&["open", mnt, &gone]),
+        format!("errno {}", libc::ESTALE)
+    );
+    // A new file in the freed slot has another generation: the old handle
+    // stays stale.
+    for i in 0..64 {
+        let path = m.path(&format!("d/new{i}"));
+        fs::write(&path, b"new").unwrap();
+        if fs::metadata(&path).unwrap().ino() == gone_ino {
+            assert_eq!(
+                handle_tool(&["open", mnt, &gone]),
+                format!("errno {}", libc::ESTALE)
+            );
+            break;
+        }
+    }
+    m.finish();
+}

@@ -173,11 +173,18 @@ impl Fs {
 
     /// Looks `name` up in directory `parent` and returns its attributes; the
     /// kernel's lookup count of the inode grows by one. "." and ".." name
-    /// the directory and its parent.
+    /// the directory and its parent (the root's is itself). "." also names
+    /// any other live inode itself: that is how the kernel finds an inode
+    /// by number for a file handle (FUSE export support), and a freed one
+    /// is `Stale` (ESTALE).
     pub fn lookup(&self, parent: u64, name: &[u8]) -> FsResult<FileAttr> {
         let pcell = self.inode(parent)?;
         let p = pcell.read();
         p.check_live()?;
+        if name == b"." && p.file_type != FileType::Directory {
+            pcell.add_lookups(1);
+            return Ok(self.attr_of(&p));
+        }
         let root = dir_root(&p)?;
         let ino = match name {
             b"." => parent,

@@ -48,6 +48,14 @@
 //!   less than the VFS rules (it keeps setgid on a file without group
 //!   execute written by a non-member).
 //!
+//! * **File handles** (name_to_handle_at / open_by_handle_at, NFS export):
+//!   with FUSE_EXPORT_SUPPORT a handle holds the inode number and its
+//!   generation (the one every entry reply carries: the slot's reuse
+//!   count); the kernel finds an inode it forgot by looking up "." in it
+//!   and a directory's parent by "..", which the fs core answers from the
+//!   inode table (a freed inode is ESTALE, a reused one fails the
+//!   generation check).
+//!
 //! Lifecycle: [`KeelFs::new`] before the mount (no threads). The daemon's
 //! after-fork hook mounts the fs core and gives it to the adapter through
 //! [`AdapterHandle::install`], starts the pool and the status socket.
@@ -525,7 +533,8 @@ impl KeelFs {
             | InitFlags::FUSE_CACHE_SYMLINKS
             | InitFlags::FUSE_ASYNC_DIO
             | InitFlags::FUSE_MAX_PAGES
-            | InitFlags::FUSE_HANDLE_KILLPRIV_V2;
+            | InitFlags::FUSE_HANDLE_KILLPRIV_V2
+            | InitFlags::FUSE_EXPORT_SUPPORT;
         if self.shared.config.writeback_cache {
             wanted |= InitFlags::FUSE_WRITEBACK_CACHE;
         }
