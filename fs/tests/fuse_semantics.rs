@@ -493,3 +493,109 @@ fn file_handles_outlive_the_kernel_cache_and_go_stale_when_freed() {
     }
     m.finish();
 }
+
+/// The flags `lsattr -d` shows for `path` (the letters before the name).
+fn lsattr(path: &Path) -> String {
+    let out = ok("lsattr", &["-d", p(path)]);
+    out.split_whitespace().next().unwrap_or("").to_owned()
+}
+
+fn fails_with_eperm(script: &str) {
+    let out = std::process::Command::new("sh")
+        .args(["-c", script])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("not permitted"),
+        "`{script}` was allowed or failed otherwise: {err}"
+    );
+}
+
+#[test]
+fn chattr_flags_are_kept_and_enforced() {
+    let Some(fx) = fixture("chattr_flags_are_kept_and_enforced") else {
+        return;
+    };
+    let (uid, gid) = test_user();
+    let m = fx.mount(OPTS);
+    let f = m.path("f");
+    fs::write(&f, b"data\n").unwrap();
+    let fp = p(&f);
+
+    // Immutable: readable, nothing else.
+    ok("chattr", &["+i", fp]);
+    assert!(lsattr(&f).contains('i'), "{}", lsattr(&f));
+    assert_eq!(fs::read(&f).unwrap(), b"data\n");
+    for script in [
+        format!("echo more >> {fp}"),
+        format!("truncate -s 0 {fp}"),
+        format!("rm -f {fp}"),
+        format!("mv {fp} {fp}.moved"),
+        format!("ln {fp} {fp}.link"),
+        format!("chmod 600 {fp}"),
+        format!("chown 1 {fp}"),
+        format!("touch -d @1000 {fp}"),
+        format!("setfattr -n user.x -v 1 {fp}"),
+        format!("fallocate -l 1M {fp}"),
+    ] {
+        fails_with_eperm(&script);
+    }
+    // Only CAP_LINUX_IMMUTABLE changes it, even for the owner.
+    std::os::unix::fs::chown(&f, Some(uid), Some(gid)).unwrap_err();
+    let (good, _, _) = sh_as(uid, gid, &format!("chattr -i {fp}"));
+    assert!(!good, "a user cleared immutable");
+    ok("chattr", &["-i", fp]);
+    ok("sh", &["-c", &format!("echo more >> {fp}")]);
+
+    // Append-only: appends only.
+    let a = m.path("log");
+    fs::write(&a, b"1\n").unwrap();
+    let ap = p(&a);
+    ok("xfs_io", &["-c", "chattr +a", ap]);
+    assert!(ok("xfs_io", &["-r", "-c", "lsattr", ap]).contains('a'));
+    ok("sh", &["-c", &format!("echo 2 >> {ap}")]);
+    assert_eq!(fs::read(&a).unwrap(), b"1\n2\n");
+    for script in [
+        format!("echo 3 > {ap}"),
+        format!("truncate -s 1 {ap}"),
+        format!("rm -f {ap}"),
+        format!("chmod 600 {ap}"),
+        format!("fallocate -p -o 0 -l 1 {ap}"),
+    ] {
+        fails_with_eperm(&script);
+    }
+
+    // Directories: immutable takes no new names, append-only loses none.
+    let d = m.path("d");
+    fs::create_dir(&d).unwrap();
+    fs::write(d.join("old"), b"").unwrap();
+    ok("chattr", &["+i", p(&d)]);
+    fails_with_eperm(&format!("touch {}/new", p(&d)));
+    ok("chattr", &["=a", p(&d)]);
+    ok("touch", &[p(&d.join("new"))]);
+    fails_with_eperm(&format!("rm {}/old", p(&d)));
+
+    // nodump and noatime are kept; an unsupported flag is refused.
+    let n = m.path("n");
+    fs::write(&n, b"x").unwrap();
+    ok("chattr", &["+dA", p(&n)]);
+    assert!(run("chattr", &["+S", p(&n)]).is_err(), "sync flag accepted");
+    // The owner may change flags other than i and a.
+    std::os::unix::fs::chown(&n, Some(uid), Some(gid)).unwrap();
+    let (good, _, err) = sh_as(uid, gid, &format!("chattr -d {}", p(&n)));
+    assert!(good, "{err}");
+
+    // Everything is on disk: a new mount shows the same flags.
+    m.unmount();
+    let m = fx.mount(OPTS);
+    assert!(lsattr(&m.path("f")).chars().all(|c| c == '-'));
+    assert!(lsattr(&m.path("log")).contains('a'));
+    assert!(lsattr(&m.path("d")).contains('a'));
+    let flags = lsattr(&m.path("n"));
+    assert!(flags.contains('A') && !flags.contains('d'), "{flags}");
+    for path in ["log", "d"] {
+        ok("chattr", &["-a", p(&m.path(path))]);
+    }
+    m.finish();
+}

@@ -182,6 +182,7 @@ impl Fs {
         set: &SetAttr,
     ) -> FsResult<bool> {
         state.check_live()?;
+        super::chattr::check_setattr(state, set)?;
         let now = time::now();
         let mut changed = false;
         let mut more = false;
@@ -423,6 +424,9 @@ impl Fs {
             let tx = self.journal.start()?;
             let mut state = dst.write();
             state.check_live()?;
+            if state.attr_flags.contains(AttrFlags::IMMUTABLE) {
+                return Err(FsError::NotPermitted);
+            }
             let n = self.write_file(&tx, &mut state, off_out + copied, &chunk)?;
             copied += n as u64;
             if n < chunk.len() {

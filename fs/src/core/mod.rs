@@ -30,6 +30,7 @@
 //! * `file_ops.rs`: the public file API on [`Fs`] (getattr, setattr, open,
 //!   read, write, fsync, statfs, …);
 //! * `acl.rs`: POSIX ACLs (validation, mode bits, chmod, inheritance);
+//! * `chattr.rs`: chattr flags and the rules they impose;
 //! * `privs.rs`: who keeps setuid/setgid after a write, chown or ACL;
 //! * `namespace.rs`, `rename.rs`, `readdir.rs`, `xattr_ops.rs`: the
 //!   namespace API on [`Fs`] (lookup, mknod, mkdir, symlink, link, unlink,
@@ -64,6 +65,7 @@
 
 pub mod acl;
 pub mod atime;
+pub mod chattr;
 pub mod extent;
 mod file;
 mod file_ops;

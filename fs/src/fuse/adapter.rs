@@ -48,6 +48,12 @@
 //!   less than the VFS rules (it keeps setgid on a file without group
 //!   execute written by a non-member).
 //!
+//! * **chattr flags** (immutable, append-only, nodump, noatime): the
+//!   kernel turns FS_IOC_GETFLAGS/SETFLAGS and FS_IOC_FSGETXATTR/
+//!   FSSETXATTR into FUSE ioctls (after checking ownership and
+//!   CAP_LINUX_IMMUTABLE); the fs core keeps and enforces them
+//!   (`core/chattr.rs`), opens included, since the kernel does not know
+//!   them. Other ioctls are ENOTTY.
 //! * **File handles** (name_to_handle_at / open_by_handle_at, NFS export):
 //!   with FUSE_EXPORT_SUPPORT a handle holds the inode number and its
 //!   generation (the one every entry reply carries: the slot's reuse
@@ -73,9 +79,10 @@ use std::time::{Duration, SystemTime};
 
 use fuser::{
     AccessFlags, BsdFileFlags, CopyFileRangeFlags, Errno, FileHandle, Filesystem, Generation,
-    INodeNo, InitFlags, KernelConfig, LockOwner, Notifier, OpenFlags, RenameFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek,
-    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner, Notifier, OpenFlags, RenameFlags,
+    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
+    ReplyIoctl, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
+    WriteFlags,
 };
 use keelfs_engine::ioctx::{self, IoContextTable};
 use parking_lot::{Mutex, RwLock};
@@ -367,7 +374,8 @@ fail_impl!(
     ReplyDirectory,
     ReplyDirectoryPlus,
     ReplyXattr,
-    ReplyLseek
+    ReplyLseek,
+    ReplyIoctl
 );
 
 /// Answers `reply` with `ok(reply, value)` or with the errno of the error.
@@ -909,6 +917,20 @@ impl Filesystem for KeelFs {
         reply: ReplyEmpty,
     ) {
         self.fallocate_op(req, ino.0, offset, length, mode, reply);
+    }
+
+    fn ioctl(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _flags: IoctlFlags,
+        cmd: u32,
+        in_data: &[u8],
+        out_size: u32,
+        reply: ReplyIoctl,
+    ) {
+        self.ioctl_op(req, ino.0, cmd, in_data.to_vec(), out_size, reply);
     }
 
     fn lseek(

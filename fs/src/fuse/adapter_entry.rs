@@ -300,7 +300,8 @@ impl KeelFs {
                             FileType::Directory => Err(FsError::IsDir),
                             _ if ctx.config.default_permissions => Ok(()),
                             _ => perm::check(&attr, ctx.who, perm::open_mask(flags)),
-                        };
+                        }
+                        .and_then(|()| ctx.fs.may_open(attr.ino, flags));
                         if let Err(e) = checked {
                             let _ = ctx.fs.forget(attr.ino, 1);
                             return Err(e);

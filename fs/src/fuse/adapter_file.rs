@@ -20,14 +20,15 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 
 use fuser::{
-    Errno, FileHandle, ReplyAttr, ReplyData, ReplyEmpty, ReplyLseek, ReplyOpen, ReplyStatfs,
-    ReplyWrite, ReplyXattr, Request,
+    Errno, FileHandle, ReplyAttr, ReplyData, ReplyEmpty, ReplyIoctl, ReplyLseek, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request,
 };
 
 use super::adapter::{answer, fuse_attr, retry_on_nospace, space_pending, Ctx, KeelFs};
 use super::adapter_entry::file_open_flags;
 use super::adapter_perm::{self as perm, MAY_WRITE};
 use super::errno::reply_errno;
+use crate::core::chattr::FlagSet;
 use crate::core::{privs, AclKind, Actor, Fs, SetAttr, TimeSet, Whence};
 use crate::error::{FsError, FsResult};
 use crate::format::FileType;
@@ -49,6 +50,25 @@ fn acl_name(ctx: &Ctx<'_>, name: &[u8]) -> FsResult<Option<AclKind>> {
         Some(kind) if ctx.config.posix_acl => Ok(Some(kind)),
         _ => Err(FsError::NotSupported),
     }
+}
+
+/// The ioctls the adapter answers (linux/fs.h): chattr flags in both
+/// encodings. The kernel sends them for `chattr`/`lsattr` and `xfs_io
+/// chattr` (its fileattr operations).
+const FS_IOC_GETFLAGS: u32 = 0x8008_6601;
+const FS_IOC_SETFLAGS: u32 = 0x4008_6602;
+const FS_IOC32_GETFLAGS: u32 = 0x8004_6601;
+const FS_IOC32_SETFLAGS: u32 = 0x4004_6602;
+const FS_IOC_FSGETXATTR: u32 = 0x801c_581f;
+const FS_IOC_FSSETXATTR: u32 = 0x401c_5820;
+/// Bytes of `struct fsxattr`.
+const FSXATTR_LEN: usize = 28;
+
+/// Four bytes of an ioctl argument at `at` as a u32 (`Invalid` if short).
+fn ioctl_u32(data: &[u8], at: usize) -> FsResult<u32> {
+    data.get(at..at + 4)
+        .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+        .ok_or_else(|| FsError::Invalid("ioctl argument too short".into()))
 }
 
 /// Largest count one copy_file_range reply can carry (page aligned, as the
@@ -210,6 +230,7 @@ impl KeelFs {
                     let attr = ctx.fs.getattr(ino)?;
                     perm::check(&attr, ctx.who, perm::open_mask(flags))?;
                 }
+                ctx.fs.may_open(ino, flags)?;
                 let attr = ctx.fs.open(ino)?;
                 if attr.kind == FileType::Directory {
                     // The kernel opens directories with opendir; undo.
@@ -397,6 +418,56 @@ impl KeelFs {
         });
     }
 
+    pub(super) fn ioctl_op(
+        &self,
+        req: &Request,
+        ino: u64,
+        cmd: u32,
+        in_data: Vec<u8>,
+        out_size: u32,
+        reply: ReplyIoctl,
+    ) {
+        self.run(req, move |ctx| {
+            let result = (|| match cmd {
+                FS_IOC_GETFLAGS | FS_IOC32_GETFLAGS => {
+                    let flags = ctx.fs.attr_flags(ino, FlagSet::Inode)?;
+                    Ok(flags.to_ne_bytes().to_vec())
+                }
+                FS_IOC_FSGETXATTR => {
+                    let mut fsx = vec![0u8; FSXATTR_LEN];
+                    let xflags = ctx.fs.attr_flags(ino, FlagSet::Xflags)?;
+                    fsx[..4].copy_from_slice(&xflags.to_ne_bytes());
+                    Ok(fsx)
+                }
+                FS_IOC_SETFLAGS | FS_IOC32_SETFLAGS => {
+                    let flags = ioctl_u32(&in_data, 0)?;
+                    with_actor(ctx, |actor| {
+                        ctx.fs.set_attr_flags(ino, FlagSet::Inode, flags, actor)
+                    })?;
+                    Ok(Vec::new())
+                }
+                FS_IOC_FSSETXATTR => {
+                    // xflags, extsize, nextents, projid, cowextsize: only
+                    // the flags mean something here; a project id is not
+                    // supported.
+                    if ioctl_u32(&in_data, 12)? != 0 {
+                        return Err(FsError::NotSupported);
+                    }
+                    let xflags = ioctl_u32(&in_data, 0)?;
+                    with_actor(ctx, |actor| {
+                        ctx.fs.set_attr_flags(ino, FlagSet::Xflags, xflags, actor)
+                    })?;
+                    Ok(Vec::new())
+                }
+                _ => Err(FsError::NoIoctl),
+            })();
+            answer(reply, "ioctl", ino, result, |reply, mut out| {
+                out.truncate(out_size as usize);
+                reply.ioctl(0, &out)
+            });
+        });
+    }
+
     pub(super) fn access_op(&self, req: &Request, ino: u64, mask: i32, reply: ReplyEmpty) {
         self.run(req, move |ctx| {
             let result = ctx.fs.getattr(ino).and_then(|attr| {
@@ -420,11 +491,15 @@ impl KeelFs {
         reply: ReplyEmpty,
     ) {
         self.run(req, move |ctx| {
-            let result = kill_suid_sgid(ctx, ino).and_then(|()| {
-                keeping_times(ctx, ino, || {
-                    retry_on_nospace(ctx.fs, || ctx.fs.fallocate(ino, offset, length, mode))
-                })
-            });
+            let result = ctx
+                .fs
+                .may_change_data(ino, Some(mode))
+                .and_then(|()| kill_suid_sgid(ctx, ino))
+                .and_then(|()| {
+                    keeping_times(ctx, ino, || {
+                        retry_on_nospace(ctx.fs, || ctx.fs.fallocate(ino, offset, length, mode))
+                    })
+                });
             answer(reply, "fallocate", ino, result, |reply, ()| reply.ok());
         });
     }
@@ -466,13 +541,16 @@ impl KeelFs {
     ) {
         self.run(req, move |ctx| {
             let len = len.min(COPY_MAX);
-            let result = keeping_times(ctx, ino_out, || {
-                retry_on_nospace(ctx.fs, || {
-                    ctx.fs
-                        .copy_file_range(ino_in, offset_in, ino_out, offset_out, len)
+            let copy = || {
+                ctx.fs.may_change_data(ino_out, None)?;
+                keeping_times(ctx, ino_out, || {
+                    retry_on_nospace(ctx.fs, || {
+                        ctx.fs
+                            .copy_file_range(ino_in, offset_in, ino_out, offset_out, len)
+                    })
                 })
-            })
-            .map(|n| n.min(COPY_MAX) as u32);
+            };
+            let result = copy().map(|n| n.min(COPY_MAX) as u32);
             answer(reply, "copy_file_range", ino_out, result, |reply, n| {
                 reply.written(n)
             });
