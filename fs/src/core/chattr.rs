@@ -21,17 +21,18 @@
 //!   (the namespace code checks those).
 //! * An append-only inode: opens for writing need `O_APPEND` and no
 //!   `O_TRUNC`; no shrinking, no fallocate but plain allocation
-//!   (`FALLOC_FL_KEEP_SIZE` allowed), no change of mode, owner or times
-//!   other than the kernel's own after an append (a setattr carrying
-//!   ctime); no unlink, rename or link; a directory may gain names but
-//!   not lose them.
+//!   (`FALLOC_FL_KEEP_SIZE` allowed), no change of mode or owner, no
+//!   explicit times but the kernel's own mtime after an append (an
+//!   explicit mtime without atime; "now" is allowed, as utime(NULL) is);
+//!   no unlink, rename or link; a directory may gain names but not lose
+//!   them (removal is refused before a directory is found not empty).
 //!
 //! Relies on: the inode cache (flags read under the inode's lock) and the
 //! journal for changes; `privs.rs`'s [`Actor`] for who asks.
 
 use super::inode::InodeState;
 use super::privs::Actor;
-use super::{time, Fs, SetAttr};
+use super::{time, Fs, SetAttr, TimeSet};
 use crate::error::{FsError, FsResult};
 use crate::format::AttrFlags;
 
@@ -117,8 +118,11 @@ pub(crate) fn check_setattr(state: &InodeState, set: &SetAttr) -> FsResult<()> {
     }
     if flags.contains(AttrFlags::APPEND) {
         let shrinks = set.size.is_some_and(|size| size < state.size);
-        // Times with a ctime are the kernel's own, after an append.
-        let user_times = times && set.ctime.is_none();
+        // Explicit times are refused ("now" is allowed, as Linux allows
+        // utime(NULL)); an explicit mtime without atime is the kernel
+        // writing back the times of an append (writeback cache).
+        let explicit = |t: Option<TimeSet>| matches!(t, Some(TimeSet::At(_)));
+        let user_times = explicit(set.atime) || set.crtime.is_some();
         if attrs || shrinks || user_times {
             return Err(FsError::NotPermitted);
         }

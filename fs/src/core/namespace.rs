@@ -478,14 +478,15 @@ impl Fs {
         let mut c = cell.write();
         c.check_live()?;
         let child_root = dir_root(&c)?;
-        if !dir::is_empty(&self.cache, &child_root)? {
-            return Err(FsError::NotEmpty);
-        }
+        // Permission before emptiness, as Linux checks (may_delete first).
         if sticky_forbids(&p, &c, caller) {
             return Err(FsError::NotPermitted);
         }
         check_removable(&c)?;
         check_dir_shrinkable(&p)?;
+        if !dir::is_empty(&self.cache, &child_root)? {
+            return Err(FsError::NotEmpty);
+        }
         self.edit_dir(&tx, &mut p, |mt, root| dir::remove(mt, root, name))?;
         let now = time::now();
         p.links = p.links.saturating_sub(1);

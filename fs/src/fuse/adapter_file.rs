@@ -444,6 +444,8 @@ impl KeelFs {
                     with_actor(ctx, |actor| {
                         ctx.fs.set_attr_flags(ino, FlagSet::Inode, flags, actor)
                     })?;
+                    // The new ctime: the kernel caches the old one.
+                    ctx.shared.invalidate_attrs(ino);
                     Ok(Vec::new())
                 }
                 FS_IOC_FSSETXATTR => {
@@ -457,6 +459,7 @@ impl KeelFs {
                     with_actor(ctx, |actor| {
                         ctx.fs.set_attr_flags(ino, FlagSet::Xflags, xflags, actor)
                     })?;
+                    ctx.shared.invalidate_attrs(ino);
                     Ok(Vec::new())
                 }
                 _ => Err(FsError::NoIoctl),
