@@ -72,6 +72,7 @@
 //! The operations themselves are in `adapter_entry.rs` (namespace and
 //! directories), `adapter_file.rs` (file data, attributes, xattrs).
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -194,11 +195,48 @@ pub(super) struct Shared {
     /// Tells the kernel about changes it did not ask for (set once, after
     /// the fork).
     notifier: OnceLock<Notifier>,
+    /// Open handles with write access, per inode: only while one is open
+    /// can the kernel's page cache hold data we have not seen (closing
+    /// flushes it).
+    writers: Mutex<HashMap<u64, u32>>,
 }
 
 impl Shared {
     fn fs(&self) -> Option<Arc<Fs>> {
         self.fs.read().clone()
+    }
+
+    /// A handle of `ino` with write access was opened (`true`) or closed.
+    pub(super) fn count_writer(&self, ino: u64, opened: bool) {
+        let mut writers = self.writers.lock();
+        let n = writers.entry(ino).or_insert(0);
+        if opened {
+            *n += 1;
+        } else {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                writers.remove(&ino);
+            }
+        }
+    }
+
+    /// Makes the kernel write back the dirty pages of `ino` (and drop its
+    /// cached pages), so that what we answer about the data (SEEK_DATA /
+    /// SEEK_HOLE) covers writes still in its page cache. Only done while a
+    /// handle with write access is open: otherwise nothing can be dirty.
+    /// The kernel sends the writes (to other workers) before this returns;
+    /// hold no lock across it.
+    pub(super) fn flush_dirty_pages(&self, ino: u64) {
+        if !self.writers.lock().contains_key(&ino) {
+            return;
+        }
+        if let Some(notifier) = self.notifier.get() {
+            if let Err(e) = notifier.inval_inode(INodeNo(ino), 0, 0) {
+                if e.raw_os_error() != Some(libc::ENOENT) {
+                    log::warn!("writing back the pages of inode {ino}: {e}");
+                }
+            }
+        }
     }
 
     /// The kernel forgets what it caches of inode `ino`'s attributes (after
@@ -475,6 +513,7 @@ impl KeelFs {
                 scrub: ScrubControl::default(),
                 time_locks: (0..TIME_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
                 notifier: OnceLock::new(),
+                writers: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -789,12 +828,12 @@ impl Filesystem for KeelFs {
         req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
-        _flags: OpenFlags,
+        flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.release_op(req, ino.0, reply);
+        self.release_op(req, ino.0, flags.0, reply);
     }
 
     fn fsync(

@@ -311,7 +311,12 @@ impl KeelFs {
                     other => other?,
                 };
                 match ctx.fs.open(attr.ino) {
-                    Ok(attr) => Ok(attr),
+                    Ok(attr) => {
+                        if flags & libc::O_ACCMODE != libc::O_RDONLY {
+                            ctx.shared.count_writer(attr.ino, true);
+                        }
+                        Ok(attr)
+                    }
                     Err(e) => {
                         let _ = ctx.fs.forget(attr.ino, 1);
                         Err(e)

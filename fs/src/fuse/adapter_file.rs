@@ -8,8 +8,10 @@
 //! bytes the core stored (a short count only when space ran out part-way;
 //! nothing stored is ENOSPC); xattr replies follow the size protocol (size
 //! 0 asks for the length, a buffer too small is ERANGE); SEEK_DATA and
-//! SEEK_HOLE go to the core, other `whence` values are EINVAL (the kernel
-//! handles them itself); copy_file_range copies at most what one reply can
+//! SEEK_HOLE go to the core after the kernel wrote back what its page
+//! cache holds of a file open for writing (it does not itself before
+//! FUSE_LSEEK), other `whence` values are EINVAL (the kernel handles them
+//! itself); copy_file_range copies at most what one reply can
 //! count. Without `default_permissions`, opens, setattr, xattrs and access
 //! are checked by `adapter_perm.rs`.
 //!
@@ -237,6 +239,9 @@ impl KeelFs {
                     let _ = ctx.fs.release(ino);
                     return Err(FsError::IsDir);
                 }
+                if flags & libc::O_ACCMODE != libc::O_RDONLY {
+                    ctx.shared.count_writer(ino, true);
+                }
                 Ok(file_open_flags(ctx.fs, &attr))
             })();
             answer(reply, "open", ino, result, |reply, open_flags| {
@@ -297,8 +302,11 @@ impl KeelFs {
         });
     }
 
-    pub(super) fn release_op(&self, req: &Request, ino: u64, reply: ReplyEmpty) {
+    pub(super) fn release_op(&self, req: &Request, ino: u64, flags: i32, reply: ReplyEmpty) {
         self.run(req, move |ctx| {
+            if flags & libc::O_ACCMODE != libc::O_RDONLY {
+                ctx.shared.count_writer(ino, false);
+            }
             answer(reply, "release", ino, ctx.fs.release(ino), |reply, ()| {
                 reply.ok()
             });
@@ -524,6 +532,8 @@ impl KeelFs {
                 };
                 let offset = u64::try_from(offset)
                     .map_err(|_| FsError::Invalid("negative lseek offset".into()))?;
+                // Data the kernel still holds must count.
+                ctx.shared.flush_dirty_pages(ino);
                 let found = ctx.fs.lseek(ino, offset, whence)?;
                 i64::try_from(found).map_err(|_| FsError::TooBig)
             })();
