@@ -647,11 +647,74 @@ fn seek_data_and_hole_see_writes_still_in_the_page_cache() {
     f.write_at(&[b'x'; 8192], 0).unwrap();
     f.set_len(1 << 20).unwrap();
     assert_eq!(lseek(&f, 0, Whence::SeekHole), Ok(8192));
-    assert_eq!(lseek(&f, 8192, Whence::SeekData), Err(nix::errno::Errno::ENXIO));
+    assert_eq!(
+        lseek(&f, 8192, Whence::SeekData),
+        Err(nix::errno::Errno::ENXIO)
+    );
+    // Negative offsets: ENXIO too (generic/448).
+    assert_eq!(
+        lseek(&f, -1, Whence::SeekHole),
+        Err(nix::errno::Errno::ENXIO)
+    );
+    assert_eq!(
+        lseek(&f, i64::MIN, Whence::SeekData),
+        Err(nix::errno::Errno::ENXIO)
+    );
     // The data survived being pushed out of the page cache.
     let mut back = vec![0u8; 8192];
     f.read_exact_at(&mut back, 0).unwrap();
     assert!(back.iter().all(|&b| b == b'x'));
     drop(f);
+    m.finish();
+}
+
+#[test]
+fn rename_whiteout_leaves_a_character_device() {
+    let Some(fx) = fixture("rename_whiteout_leaves_a_character_device") else {
+        return;
+    };
+    use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
+    use std::os::unix::fs::FileTypeExt;
+    let m = fx.mount(OPTS);
+    fs::create_dir(m.path("d")).unwrap();
+    fs::write(m.path("d/src"), b"moved").unwrap();
+    fs::write(m.path("d/old"), b"replaced").unwrap();
+    renameat2(
+        AT_FDCWD,
+        &m.path("d/src"),
+        AT_FDCWD,
+        &m.path("d/old"),
+        RenameFlags::RENAME_WHITEOUT,
+    )
+    .unwrap();
+    assert_eq!(fs::read(m.path("d/old")).unwrap(), b"moved");
+    let w = fs::symlink_metadata(m.path("d/src")).unwrap();
+    assert!(w.file_type().is_char_device(), "{:?}", w.file_type());
+    assert_eq!((w.rdev(), w.mode() & 0o7777, w.nlink()), (0, 0, 1));
+    // With NOREPLACE onto a free name, across directories.
+    fs::create_dir(m.path("e")).unwrap();
+    renameat2(
+        AT_FDCWD,
+        &m.path("d/old"),
+        AT_FDCWD,
+        &m.path("e/new"),
+        RenameFlags::RENAME_WHITEOUT | RenameFlags::RENAME_NOREPLACE,
+    )
+    .unwrap();
+    assert!(fs::symlink_metadata(m.path("d/old"))
+        .unwrap()
+        .file_type()
+        .is_char_device());
+    // Not with EXCHANGE.
+    assert_eq!(
+        renameat2(
+            AT_FDCWD,
+            &m.path("e/new"),
+            AT_FDCWD,
+            &m.path("d/src"),
+            RenameFlags::RENAME_WHITEOUT | RenameFlags::RENAME_EXCHANGE,
+        ),
+        Err(nix::errno::Errno::EINVAL)
+    );
     m.finish();
 }

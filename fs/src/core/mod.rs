@@ -96,7 +96,7 @@ pub use inode::{InodeCache, InodeCell, InodeState};
 pub use namespace::{Caller, LINK_MAX};
 pub use privs::Actor;
 pub use readdir::DirListEntry;
-pub use rename::{RENAME_EXCHANGE, RENAME_NOREPLACE};
+pub use rename::{RENAME_EXCHANGE, RENAME_NOREPLACE, RENAME_WHITEOUT};
 
 use crate::alloc::{BlockAllocator, InodeAllocator, MetaAllocator};
 use crate::devset::{self, DeviceSet};

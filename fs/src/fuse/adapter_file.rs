@@ -530,8 +530,8 @@ impl KeelFs {
                     libc::SEEK_HOLE => Whence::Hole,
                     other => return Err(FsError::Invalid(format!("lseek whence {other}"))),
                 };
-                let offset = u64::try_from(offset)
-                    .map_err(|_| FsError::Invalid("negative lseek offset".into()))?;
+                // A negative offset is past no data: ENXIO, as ext4 and xfs.
+                let offset = u64::try_from(offset).map_err(|_| FsError::NoSuchOffset)?;
                 // Data the kernel still holds must count.
                 ctx.shared.flush_dirty_pages(ino);
                 let found = ctx.fs.lseek(ino, offset, whence)?;
