@@ -53,6 +53,8 @@ pub enum FsError {
     NoSuchOffset,
     #[error("device or resource busy")]
     Busy,
+    #[error("inappropriate ioctl for this file")]
+    NoIoctl,
     #[error("filesystem is corrupt: {0}")]
     Corrupt(String),
     #[error("on-disk structure: {0}")]

@@ -46,10 +46,7 @@ fn threads_creating_in_one_directory() {
         .map(|t| {
             let fs = Arc::clone(&fs);
             thread::spawn(move || {
-                let who = Caller {
-                    uid: 1000 + t as u32,
-                    gid: 1000,
-                };
+                let who = Caller::new(1000 + t as u32, 1000);
                 let mut kept = BTreeMap::new();
                 for i in 0..PER_THREAD {
                     let name = format!("t{t}-entry-{i}").into_bytes();

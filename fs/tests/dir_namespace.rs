@@ -60,10 +60,7 @@ fn mknod_makes_every_type() {
         (b"chr", 0o020_600, 0x0501, FileType::CharDevice),
         (b"blk", 0o060_660, 0x0803, FileType::BlockDevice),
     ];
-    let who = Caller {
-        uid: 1000,
-        gid: 100,
-    };
+    let who = Caller::new(1000, 100);
     for (name, mode, rdev, kind) in cases {
         let a = fs.mknod(ROOT, name, mode, rdev, who).unwrap();
         assert_eq!(a.kind, kind, "{name:?}");
@@ -147,10 +144,7 @@ fn setgid_directories_hand_down_their_group() {
     let tmp = tempfile::tempdir().unwrap();
     let legs = image_legs(&tmp);
     let fs = legs.mount();
-    let user = Caller {
-        uid: 1000,
-        gid: 1000,
-    };
+    let user = Caller::new(1000, 1000);
     let shared = fs.mkdir(ROOT, b"shared", 0o2775, user).unwrap();
     fs.setattr(
         shared.ino,
@@ -324,9 +318,9 @@ fn the_sticky_bit() {
     let tmp = tempfile::tempdir().unwrap();
     let legs = image_legs(&tmp);
     let fs = legs.mount();
-    let owner = Caller { uid: 1, gid: 1 };
-    let alice = Caller { uid: 2, gid: 2 };
-    let bob = Caller { uid: 3, gid: 3 };
+    let owner = Caller::new(1, 1);
+    let alice = Caller::new(2, 2);
+    let bob = Caller::new(3, 3);
     let tmpdir = fs.mkdir(ROOT, b"tmp", 0o1777, owner).unwrap().ino;
     for n in [&b"a1"[..], b"a2", b"a3", b"a4", b"a5"] {
         fs.mknod(tmpdir, n, 0o644, 0, alice).unwrap();
@@ -474,7 +468,17 @@ fn xattrs_through_the_fs() {
     let legs = image_legs(&tmp);
     let fs = legs.mount();
     let f = fs.mknod(ROOT, b"f", 0o644, 0, ME).unwrap();
-    let acl: Vec<u8> = vec![2, 0, 0, 0, 1, 0, 6, 0, 0xff, 0xff, 0xff, 0xff, 4, 0, 4, 0];
+    // A valid POSIX ACL the mode bits cannot say (a named user), so it is
+    // stored: u::rw-, u:1000:r--, g::r--, m::r--, o::r--.
+    let acl: Vec<u8> = [
+        &[2u8, 0, 0, 0][..],
+        &[1, 0, 6, 0, 0xff, 0xff, 0xff, 0xff],
+        &[2, 0, 4, 0, 0xe8, 0x03, 0, 0],
+        &[4, 0, 4, 0, 0xff, 0xff, 0xff, 0xff],
+        &[0x10, 0, 4, 0, 0xff, 0xff, 0xff, 0xff],
+        &[0x20, 0, 4, 0, 0xff, 0xff, 0xff, 0xff],
+    ]
+    .concat();
     fs.setxattr(f.ino, b"user.color", b"blue", 0).unwrap();
     fs.setxattr(f.ino, b"system.posix_acl_access", &acl, 0)
         .unwrap();

@@ -8,7 +8,7 @@
 mod core_support;
 
 use core_support::{opts, Legs, MIB};
-use keelfs_fs::core::{Caller, Fs, LINK_MAX, RENAME_EXCHANGE, RENAME_NOREPLACE};
+use keelfs_fs::core::{Caller, Fs, LINK_MAX, RENAME_EXCHANGE, RENAME_NOREPLACE, RENAME_WHITEOUT};
 use keelfs_fs::error::FsError;
 use keelfs_fs::format::superblock::ROOT_INODE;
 use keelfs_fs::format::FileType;
@@ -87,7 +87,11 @@ fn files_move_and_replace() {
         FsError::Invalid(_)
     ));
     assert!(matches!(
-        err(fs.rename(a, b"same", b, b"x", 4, ME)),
+        err(fs.rename(a, b"same", b, b"x", 8, ME)),
+        FsError::Invalid(_)
+    ));
+    assert!(matches!(
+        err(fs.rename(a, b"same", b, b"x", RENAME_WHITEOUT | RENAME_EXCHANGE, ME)),
         FsError::Invalid(_)
     ));
     assert!(matches!(

@@ -352,9 +352,10 @@ fn build(opts: &MountOptions) -> Result<Built<KeelFs>, BuildError> {
     let remount_handle = handle.clone();
     let source = opts.mount_source().to_owned();
     let hooks = Hooks::default()
-        .after_fork(move |_notifier| {
+        .after_fork(move |notifier| {
             let set = devset::identify(&devices).map_err(|e| e.to_string())?;
             let mounted = Fs::mount_set(set, &params).map_err(|e| e.to_string())?;
+            handle.set_notifier(notifier.clone());
             handle.install(mounted);
             pool.start().map_err(|e| e.to_string())?;
             if let Some(dev) = mounted_dev(&target) {

@@ -15,9 +15,7 @@
 //!   time;
 //! * timestamps follow POSIX: a write or a size change sets mtime and
 //!   ctime; chmod and chown set ctime; explicit atime/mtime set ctime too;
-//!   reads update atime the relatime way (when atime is not after mtime or
-//!   ctime, or is a day old), never on a read-only mount or a `noatime`
-//!   file;
+//!   reads update atime as the mount's atime mode says (`atime.rs`);
 //! * `fsync`/`fdatasync`/`syncfs` return once everything done before them
 //!   (data and metadata) is durable: a journal commit, which flushes every
 //!   leg;
@@ -38,8 +36,6 @@ use crate::error::{FsError, FsResult};
 use crate::format::{AttrFlags, FileType, Timestamp};
 use crate::journal::TxHandle;
 
-/// Seconds after which relatime refreshes atime anyway.
-const RELATIME_SECS: i64 = 24 * 3600;
 /// Bytes copied per step of copy_file_range.
 const COPY_CHUNK: u64 = 1 << 20;
 /// Blocks fallocate handles per transaction.
@@ -188,6 +184,7 @@ impl Fs {
     ) -> FsResult<bool> {
         state.check_live()?;
         let before = (set.size.is_none() && set.ctime.is_some()).then(|| state.inode.clone());
+        super::chattr::check_setattr(state, set)?;
         let now = time::now();
         let mut changed = false;
         let mut more = false;
@@ -210,6 +207,8 @@ impl Fs {
         }
         if let Some(mode) = set.mode {
             state.permissions = (mode & 0o7777) as u16;
+            // A stored access ACL follows (acl.rs).
+            self.acl_follow_mode(tx, state)?;
             changed = true;
         }
         if let Some(uid) = set.uid {
@@ -310,16 +309,6 @@ impl Fs {
             }
         }
         Ok(data)
-    }
-
-    /// Whether a read should refresh atime (relatime).
-    fn atime_due(&self, state: &InodeState) -> bool {
-        if self.read_only || !state.is_live() || state.attr_flags.contains(AttrFlags::NOATIME) {
-            return false;
-        }
-        state.atime <= state.mtime
-            || state.atime <= state.ctime
-            || time::now().secs - state.atime.secs >= RELATIME_SECS
     }
 
     /// Writes `data` at `offset` of `ino`; returns the bytes written (fewer
@@ -462,6 +451,9 @@ impl Fs {
             let tx = self.journal.start()?;
             let mut state = dst.write();
             state.check_live()?;
+            if state.attr_flags.contains(AttrFlags::IMMUTABLE) {
+                return Err(FsError::NotPermitted);
+            }
             let n =
                 self.write_file(&tx, &mut state, off_out + copied, &chunk, WriteTimes::Stamp)?;
             copied += n as u64;

@@ -11,6 +11,7 @@
 //!
 //! * `meta.rs`: reading and creating metadata blocks with kind checks;
 //! * `time.rs`: timestamps;
+//! * `atime.rs`: when reads update atime (the mount's atime mode);
 //! * `superblock.rs`: the in-memory superblock and its per-leg writes;
 //! * `scrub.rs`: online scrub of every allocated block on every leg;
 //! * `resync.rs`: online resync of a stale, returning or new leg;
@@ -30,6 +31,9 @@
 //!   truncate, fallocate, lseek, copy) and symlink targets;
 //! * `file_ops.rs`: the public file API on [`Fs`] (getattr, setattr, open,
 //!   read, write, fsync, statfs, …);
+//! * `acl.rs`: POSIX ACLs (validation, mode bits, chmod, inheritance);
+//! * `chattr.rs`: chattr flags and the rules they impose;
+//! * `privs.rs`: who keeps setuid/setgid after a write, chown or ACL;
 //! * `namespace.rs`, `rename.rs`, `readdir.rs`, `xattr_ops.rs`: the
 //!   namespace API on [`Fs`] (lookup, mknod, mkdir, symlink, link, unlink,
 //!   rmdir, rename, readdir(plus), extended attributes), over the
@@ -61,7 +65,10 @@
 //! 6. leaf locks: the orphan list, the superblock (held across its own I/O,
 //!    taken alone or from a commit hook).
 
+pub mod acl;
 mod add;
+pub mod atime;
+pub mod chattr;
 pub mod extent;
 mod file;
 mod file_ops;
@@ -72,6 +79,7 @@ mod lifecycle;
 pub mod meta;
 pub mod namespace;
 pub mod orphan;
+pub mod privs;
 mod readdir;
 mod reclaim;
 pub mod rename;
@@ -84,12 +92,14 @@ pub mod tags;
 pub mod time;
 mod xattr_ops;
 
+pub use acl::AclKind;
 pub use file_ops::{FileAttr, SetAttr, StatFs, TimeSet, Whence};
 pub use file_space::FallocMode;
 pub use inode::{InodeCache, InodeCell, InodeState};
 pub use namespace::{Caller, LINK_MAX};
+pub use privs::Actor;
 pub use readdir::DirListEntry;
-pub use rename::{RENAME_EXCHANGE, RENAME_NOREPLACE};
+pub use rename::{RENAME_EXCHANGE, RENAME_NOREPLACE, RENAME_WHITEOUT};
 
 use crate::alloc::{BlockAllocator, InodeAllocator, MetaAllocator};
 use crate::devset::{self, DeviceSet};
@@ -168,6 +178,8 @@ pub struct Fs {
     watcher: Mutex<Option<HealthWatcher>>,
     /// Background resyncs ([`Fs::start_resync`]).
     resync: resync::ResyncControl,
+    /// When reads update atime (`atime.rs`).
+    atime: atime::AtimeSetting,
 }
 
 /// Replays what the journal holds (unless the mount is read-only: then a
@@ -254,6 +266,7 @@ impl Fs {
             health,
             watcher: Mutex::new(None),
             resync: resync::ResyncControl::default(),
+            atime: atime::AtimeSetting::default(),
         };
         if !read_only {
             let mirror = fs.volume.set();

@@ -22,6 +22,9 @@
 //! * a new inode in a setgid directory takes the directory's group, and a
 //!   new directory there is setgid too (what the kernel does for local
 //!   filesystems);
+//! * a new inode's permission bits are the asked-for ones masked by the
+//!   parent's default ACL, which it inherits (`acl.rs`), or else by the
+//!   caller's umask ([`Caller::umask`]); symlinks are always 0777;
 //! * the sticky bit: in a sticky directory only the owner of the entry's
 //!   inode, the owner of the directory or uid 0 may remove or rename the
 //!   entry (`NotPermitted`); immutable or append-only inodes and
@@ -57,16 +60,26 @@ const S_ISGID: u16 = 0o2000;
 const S_ISVTX: u16 = 0o1000;
 
 /// Who makes a request (from the FUSE request header): the owner of what
-/// it creates, and whose the sticky-bit rules are checked for.
+/// it creates, whose the sticky-bit rules are checked for, and the umask
+/// applied to what it creates where no default ACL applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Caller {
     pub uid: u32,
     pub gid: u32,
+    /// Permission bits taken away from a new inode's mode unless the
+    /// directory has a default ACL (FUSE sends the process's umask; 0 when
+    /// the kernel applied it already).
+    pub umask: u32,
 }
 
 impl Caller {
-    /// uid 0, gid 0.
-    pub const ROOT: Caller = Caller { uid: 0, gid: 0 };
+    /// uid 0, gid 0, no umask.
+    pub const ROOT: Caller = Caller::new(0, 0);
+
+    /// `uid`:`gid` with no umask.
+    pub const fn new(uid: u32, gid: u32) -> Caller {
+        Caller { uid, gid, umask: 0 }
+    }
 }
 
 /// The tree root of a directory inode; `NotDir` for any other type.
@@ -160,11 +173,18 @@ impl Fs {
 
     /// Looks `name` up in directory `parent` and returns its attributes; the
     /// kernel's lookup count of the inode grows by one. "." and ".." name
-    /// the directory and its parent.
+    /// the directory and its parent (the root's is itself). "." also names
+    /// any other live inode itself: that is how the kernel finds an inode
+    /// by number for a file handle (FUSE export support), and a freed one
+    /// is `Stale` (ESTALE).
     pub fn lookup(&self, parent: u64, name: &[u8]) -> FsResult<FileAttr> {
         let pcell = self.inode(parent)?;
         let p = pcell.read();
         p.check_live()?;
+        if name == b"." && p.file_type != FileType::Directory {
+            pcell.add_lookups(1);
+            return Ok(self.attr_of(&p));
+        }
         let root = dir_root(&p)?;
         let ino = match name {
             b"." => parent,
@@ -218,11 +238,22 @@ impl Fs {
             }
             _ => {}
         }
+        let type_bits = mode & 0o170_000;
         self.make_entry(
             parent,
             name,
             file_type,
-            |tx, gid, _| self.create_inode(tx, mode, caller.uid, gid, rdev, parent),
+            (mode & 0o7777) as u16,
+            |tx, gid, perm| {
+                self.create_inode(
+                    tx,
+                    type_bits | u32::from(perm),
+                    caller.uid,
+                    gid,
+                    rdev,
+                    parent,
+                )
+            },
             caller,
         )
     }
@@ -230,20 +261,15 @@ impl Fs {
     /// Creates directory `name` in `parent` with permission bits `mode`
     /// (2 links; the parent gains one).
     pub fn mkdir(&self, parent: u64, name: &[u8], mode: u32, caller: Caller) -> FsResult<FileAttr> {
-        let perm = mode & 0o7777;
         self.make_entry(
             parent,
             name,
             FileType::Directory,
-            |tx, gid, setgid| {
-                let perm = if setgid {
-                    perm | u32::from(S_ISGID)
-                } else {
-                    perm
-                };
+            (mode & 0o7777) as u16,
+            |tx, gid, perm| {
                 self.create_inode(
                     tx,
-                    FileType::Directory.mode_bits() | perm,
+                    FileType::Directory.mode_bits() | u32::from(perm),
                     caller.uid,
                     gid,
                     0,
@@ -268,19 +294,24 @@ impl Fs {
             parent,
             name,
             FileType::Symlink,
+            0o777,
             |tx, gid, _| self.create_symlink(tx, target, caller.uid, gid, parent),
             caller,
         )
     }
 
-    /// Adds a new inode made by `make(tx, gid, parent_is_setgid)` to
-    /// `parent` as `name` (see the module docs).
+    /// Adds a new inode made by `make(tx, gid, permission bits)` to
+    /// `parent` as `name`; the caller asked for permission bits `perm`,
+    /// which the parent's default ACL or the caller's umask and the
+    /// parent's setgid bit turn into the ones `make` gets (see the module
+    /// docs and `acl.rs`).
     fn make_entry(
         &self,
         parent: u64,
         name: &[u8],
         file_type: FileType,
-        make: impl FnOnce(&TxHandle<'_>, u32, bool) -> FsResult<Arc<InodeCell>>,
+        perm: u16,
+        make: impl FnOnce(&TxHandle<'_>, u32, u16) -> FsResult<Arc<InodeCell>>,
         caller: Caller,
     ) -> FsResult<FileAttr> {
         self.check_writable()?;
@@ -295,14 +326,24 @@ impl Fs {
         }
         let setgid = p.permissions & S_ISGID != 0;
         let gid = if setgid { p.gid } else { caller.gid };
+        let mut inherited = self.inherit_acls(&p, file_type, perm, caller.umask)?;
+        if is_dir && setgid {
+            inherited.perm |= S_ISGID;
+        }
         // The inode is made once the name is known to be free and the tree
-        // has the blocks it needs.
+        // has the blocks it needs; what it inherits is stored before the
+        // name is added, so a failure frees it with the rest.
         let mut made: Option<Arc<InodeCell>> = None;
         let added = self.edit_dir(&tx, &mut p, |mt, root| {
             dir::insert_with(mt, root, name, || {
-                let cell = make(&tx, gid, setgid)?;
+                let cell = make(&tx, gid, inherited.perm)?;
                 let ino = cell.ino();
-                made = Some(cell);
+                made = Some(Arc::clone(&cell));
+                if inherited.access.is_some() || inherited.default.is_some() {
+                    let mut c = cell.write();
+                    self.store_inherited(&tx, &mut c, &inherited)?;
+                    self.store_inode(&tx, &c)?;
+                }
                 Ok((ino, file_type, ()))
             })
         });
@@ -437,14 +478,15 @@ impl Fs {
         let mut c = cell.write();
         c.check_live()?;
         let child_root = dir_root(&c)?;
-        if !dir::is_empty(&self.cache, &child_root)? {
-            return Err(FsError::NotEmpty);
-        }
+        // Permission before emptiness, as Linux checks (may_delete first).
         if sticky_forbids(&p, &c, caller) {
             return Err(FsError::NotPermitted);
         }
         check_removable(&c)?;
         check_dir_shrinkable(&p)?;
+        if !dir::is_empty(&self.cache, &child_root)? {
+            return Err(FsError::NotEmpty);
+        }
         self.edit_dir(&tx, &mut p, |mt, root| dir::remove(mt, root, name))?;
         let now = time::now();
         p.links = p.links.saturating_sub(1);

@@ -1,4 +1,5 @@
-//! rename(2) with `RENAME_NOREPLACE` and `RENAME_EXCHANGE`.
+//! rename(2) with `RENAME_NOREPLACE`, `RENAME_EXCHANGE` and
+//! `RENAME_WHITEOUT`.
 //!
 //! What it promises (POSIX and Linux rename semantics):
 //!
@@ -9,7 +10,11 @@
 //!   happens; the replaced inode loses its link (a replaced directory both);
 //! * `RENAME_NOREPLACE`: `Exists` if the target is there; `RENAME_EXCHANGE`:
 //!   both names must exist (`NotFound`) and swap atomically, of any types;
-//!   both flags, or any other flag, `Invalid`;
+//!   `RENAME_WHITEOUT` (overlayfs): the old name is left naming a new
+//!   "whiteout", a character device 0:0 with mode 0 owned by the caller,
+//!   made in the same transaction (the kernel allows it only with
+//!   CAP_MKNOD); exchange with either other flag, or any other flag,
+//!   `Invalid`;
 //! * moving a directory into itself or its own subtree is `Invalid` (as is
 //!   an exchange that would); a moved directory's ".." (its parent field)
 //!   follows it, and the link counts of both parents follow their
@@ -54,6 +59,8 @@ use std::sync::Arc;
 pub const RENAME_NOREPLACE: u32 = 1;
 /// Swap the two names.
 pub const RENAME_EXCHANGE: u32 = 2;
+/// Leave a whiteout (character device 0:0) at the old name.
+pub const RENAME_WHITEOUT: u32 = 4;
 
 /// Starts over at most this often before giving up with `Busy`.
 const MAX_RETRIES: usize = 1000;
@@ -86,8 +93,8 @@ impl Fs {
         flags: u32,
         caller: Caller,
     ) -> FsResult<()> {
-        if flags & !(RENAME_NOREPLACE | RENAME_EXCHANGE) != 0
-            || flags == RENAME_NOREPLACE | RENAME_EXCHANGE
+        if flags & !(RENAME_NOREPLACE | RENAME_EXCHANGE | RENAME_WHITEOUT) != 0
+            || (flags & RENAME_EXCHANGE != 0 && flags != RENAME_EXCHANGE)
         {
             return Err(FsError::Invalid(format!("rename flags {flags:#x}")));
         }
@@ -327,6 +334,26 @@ impl Fs {
             self.edit_dir(tx, op, |mt, root| {
                 dir::replace(mt, root, oldname, t_ino, t_type).map(|_| ())
             })?;
+        } else if flags & RENAME_WHITEOUT != 0 {
+            let whiteout = self.create_inode(
+                tx,
+                FileType::CharDevice.mode_bits(),
+                caller.uid,
+                caller.gid,
+                0,
+                op.ino(),
+            )?;
+            let ino = whiteout.ino();
+            let replaced = self.edit_dir(tx, op, |mt, root| {
+                dir::replace(mt, root, oldname, ino, FileType::CharDevice).map(|_| ())
+            });
+            if let Err(e) = replaced {
+                // The whiteout is named nowhere: free it again.
+                let mut w = whiteout.write();
+                w.links = 0;
+                self.free_inode(tx, &mut w)?;
+                return Err(e);
+            }
         } else {
             self.edit_dir(tx, op, |mt, root| {
                 dir::remove(mt, root, oldname).map(|_| ())

@@ -1,13 +1,17 @@
 //! Extended attributes of an inode: getxattr, listxattr, setxattr,
 //! removexattr over the chain of `crate::xattr`.
 //!
-//! What it promises: names and errors as `crate::xattr` documents them
-//! (POSIX ACLs, "system.posix_acl_access" and "_default", stored verbatim:
-//! the kernel interprets them); a change is one transaction that also sets
+//! What it promises: names and errors as `crate::xattr` documents them;
+//! the POSIX ACL names ("system.posix_acl_access" and "_default") are
+//! set and removed through `acl.rs` (validated, mode bits kept in step,
+//! as if by uid 0: the FUSE adapter calls [`Fs::set_acl`] with the real
+//! caller); a change is one transaction that also sets
 //! the inode's ctime and keeps its "blocks held" count; immutable and
 //! append-only inodes refuse changes (`NotPermitted`, as ext4). Reads take
 //! the inode's lock shared, changes exclusive (after the journal handle).
 
+use super::acl::AclKind;
+use super::privs::Actor;
 use super::Fs;
 use crate::error::{FsError, FsResult};
 use crate::format::AttrFlags;
@@ -34,12 +38,18 @@ impl Fs {
     /// Sets attribute `name` of `ino` to `value`; `flags` as setxattr's
     /// (`XATTR_CREATE` 1, `XATTR_REPLACE` 2).
     pub fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], flags: u32) -> FsResult<()> {
+        if let Some(kind) = AclKind::of_name(name) {
+            return self.set_acl(ino, kind, Some(value), flags, &Actor::root());
+        }
         let mode = SetMode::from_flags(flags)?;
         self.change_xattrs(ino, |mt, chain| xattr::set(mt, chain, name, value, mode))
     }
 
     /// Removes attribute `name` of `ino` (`NoAttr` if none).
     pub fn removexattr(&self, ino: u64, name: &[u8]) -> FsResult<()> {
+        if let Some(kind) = AclKind::of_name(name) {
+            return self.set_acl(ino, kind, None, 0, &Actor::root());
+        }
         self.change_xattrs(ino, |mt, chain| xattr::remove(mt, chain, name))
     }
 

@@ -24,6 +24,10 @@
 //!   directory operations, async reads, cached symlinks; entries and
 //!   attributes are cached for `entry_timeout`/`attr_timeout` (default 1 s),
 //!   negative lookups for `negative_timeout` (default 0: not cached).
+//!   Files are opened keeping their page cache, except when a read must
+//!   update atime (the kernel never does for FUSE; `core/atime.rs` says
+//!   when, from the mount's atime mode): then the open drops the cache so
+//!   the read reaches the filesystem.
 //!   keelfs is the only writer of its devices and every change goes through
 //!   the kernel, so nothing needs invalidating behind the kernel's back.
 //!   Writeback cache: the kernel owns size and mtime of regular files and
@@ -31,13 +35,32 @@
 //!   with pid 0 (they are not checked against the opener); a write-only open
 //!   may be read (the kernel needs whole pages), so reads do not look at the
 //!   open mode; O_APPEND offsets are computed by the kernel.
-//! * **Permissions.** With `default_permissions` the kernel checks mode
-//!   bits before a request is sent (and with `allow_other` other users
-//!   reach the filesystem: `SessionACL::All`). Without it, the adapter
-//!   checks the same rules itself (`adapter_perm.rs`), and `access(2)` is
-//!   answered from the mode bits. setuid/setgid are cleared by the kernel on
-//!   chown and on writes by others (FUSE_HANDLE_KILLPRIV is not requested:
-//!   the kernel then sends the mode change as part of the setattr).
+//! * **Permissions.** With `default_permissions` or POSIX ACLs (the
+//!   default, `core/acl.rs`) the kernel checks mode bits and ACLs before a
+//!   request is sent (and with `allow_other` other users reach the
+//!   filesystem: `SessionACL::All`). Without either, the adapter checks the
+//!   mode bits itself (`adapter_perm.rs`), and `access(2)` is answered from
+//!   them.
+//! * **setuid/setgid** are cleared here, as Linux clears them
+//!   (`core/privs.rs`): FUSE_HANDLE_KILLPRIV_V2 leaves it to the
+//!   filesystem on write (the kernel flags a write that must clear them),
+//!   truncate, fallocate and chown, and the kernel's own fallback knows
+//!   less than the VFS rules (it keeps setgid on a file without group
+//!   execute written by a non-member).
+//!
+//! * **chattr flags** (immutable, append-only, nodump, noatime): the
+//!   kernel turns FS_IOC_GETFLAGS/SETFLAGS and FS_IOC_FSGETXATTR/
+//!   FSSETXATTR into FUSE ioctls (after checking ownership and
+//!   CAP_LINUX_IMMUTABLE); the fs core keeps and enforces them
+//!   (`core/chattr.rs`), opens included, since the kernel does not know
+//!   them. Other ioctls are ENOTTY.
+//! * **File handles** (name_to_handle_at / open_by_handle_at, NFS export):
+//!   with FUSE_EXPORT_SUPPORT a handle holds the inode number and its
+//!   generation (the one every entry reply carries: the slot's reuse
+//!   count); the kernel finds an inode it forgot by looking up "." in it
+//!   and a directory's parent by "..", which the fs core answers from the
+//!   inode table (a freed inode is ESTALE, a reused one fails the
+//!   generation check).
 //!
 //! Lifecycle: [`KeelFs::new`] before the mount (no threads). The daemon's
 //! after-fork hook mounts the fs core and gives it to the adapter through
@@ -49,25 +72,28 @@
 //! The operations themselves are in `adapter_entry.rs` (namespace and
 //! directories), `adapter_file.rs` (file data, attributes, xattrs).
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
     AccessFlags, BsdFileFlags, CopyFileRangeFlags, Errno, FileHandle, Filesystem, Generation,
-    INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen,
-    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner, Notifier, OpenFlags, RenameFlags,
+    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
+    ReplyIoctl, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
+    WriteFlags,
 };
 use keelfs_engine::ioctx::{self, IoContextTable};
 use parking_lot::{Mutex, RwLock};
 
 use super::errno::reply_errno;
-use super::options::MountOptions;
+use super::options::{Atime, MountOptions};
 use super::pool::WorkerPool;
 use super::scrub_ctl::ScrubControl;
 use super::status::{StatusReport, StatusServer};
+use crate::core::atime::AtimeMode;
 use crate::core::{time, Caller, FileAttr, Fs};
 use crate::error::{FsError, FsResult};
 use crate::format::FileType;
@@ -91,6 +117,15 @@ pub struct AdapterConfig {
     pub default_permissions: bool,
     /// Ask for the kernel's writeback cache.
     pub writeback_cache: bool,
+    /// POSIX ACLs (FUSE_POSIX_ACL): the kernel checks permissions against
+    /// them (and the mode bits) itself, stops applying the umask (the fs
+    /// core does: FUSE_DONT_MASK), and the ACL attributes are stored and
+    /// interpreted by the fs core (`core/acl.rs`). Off: they are
+    /// EOPNOTSUPP.
+    pub posix_acl: bool,
+    /// When reads update atime (the mount's `noatime`, `relatime`,
+    /// `strictatime`; the kernel leaves atime of FUSE files to us).
+    pub atime: AtimeMode,
 }
 
 impl Default for AdapterConfig {
@@ -101,19 +136,24 @@ impl Default for AdapterConfig {
             negative_ttl: Duration::ZERO,
             default_permissions: false,
             writeback_cache: true,
+            posix_acl: false,
+            atime: AtimeMode::RelAtime,
         }
     }
 }
 
 impl AdapterConfig {
-    /// The configuration the mount options ask for. Without
-    /// `default_permissions` but with `allow_other`, names are not cached
+    /// The configuration the mount options ask for. With ACLs (`acl`, the
+    /// default) the kernel checks permissions whatever the options say,
+    /// as with `default_permissions`. Without either but with
+    /// `allow_other`, names are not cached
     /// unless `entry_timeout` says otherwise: the kernel walks cached names
     /// without asking, so the adapter's search-permission check on
     /// directories would be skipped for other users.
     pub fn from_options(opts: &MountOptions) -> AdapterConfig {
         let defaults = AdapterConfig::default();
-        let default_entry_ttl = if opts.allow_other && !opts.default_permissions {
+        let kernel_checks = opts.default_permissions || opts.acl;
+        let default_entry_ttl = if opts.allow_other && !kernel_checks {
             Duration::ZERO
         } else {
             defaults.entry_ttl
@@ -122,8 +162,14 @@ impl AdapterConfig {
             entry_ttl: opts.entry_timeout.unwrap_or(default_entry_ttl),
             attr_ttl: opts.attr_timeout.unwrap_or(defaults.attr_ttl),
             negative_ttl: opts.negative_timeout.unwrap_or(defaults.negative_ttl),
-            default_permissions: opts.default_permissions,
+            default_permissions: kernel_checks,
             writeback_cache: defaults.writeback_cache,
+            posix_acl: opts.acl,
+            atime: match opts.vfs.atime() {
+                Some(Atime::NoAtime) => AtimeMode::NoAtime,
+                Some(Atime::StrictAtime) => AtimeMode::StrictAtime,
+                Some(Atime::RelAtime) | None => AtimeMode::RelAtime,
+            },
         }
     }
 }
@@ -146,11 +192,66 @@ pub(super) struct Shared {
     /// (see `adapter_file.rs`). Taken before any fs core lock, never under
     /// one.
     time_locks: Box<[Mutex<()>]>,
+    /// Tells the kernel about changes it did not ask for (set once, after
+    /// the fork).
+    notifier: OnceLock<Notifier>,
+    /// Open handles with write access, per inode: only while one is open
+    /// can the kernel's page cache hold data we have not seen (closing
+    /// flushes it).
+    writers: Mutex<HashMap<u64, u32>>,
 }
 
 impl Shared {
     fn fs(&self) -> Option<Arc<Fs>> {
         self.fs.read().clone()
+    }
+
+    /// A handle of `ino` with write access was opened (`true`) or closed.
+    pub(super) fn count_writer(&self, ino: u64, opened: bool) {
+        let mut writers = self.writers.lock();
+        let n = writers.entry(ino).or_insert(0);
+        if opened {
+            *n += 1;
+        } else {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                writers.remove(&ino);
+            }
+        }
+    }
+
+    /// Makes the kernel write back the dirty pages of `ino` (and drop its
+    /// cached pages), so that what we answer about the data (SEEK_DATA /
+    /// SEEK_HOLE) covers writes still in its page cache. Only done while a
+    /// handle with write access is open: otherwise nothing can be dirty.
+    /// The kernel sends the writes (to other workers) before this returns;
+    /// hold no lock across it.
+    pub(super) fn flush_dirty_pages(&self, ino: u64) {
+        if !self.writers.lock().contains_key(&ino) {
+            return;
+        }
+        if let Some(notifier) = self.notifier.get() {
+            if let Err(e) = notifier.inval_inode(INodeNo(ino), 0, 0) {
+                if e.raw_os_error() != Some(libc::ENOENT) {
+                    log::warn!("writing back the pages of inode {ino}: {e}");
+                }
+            }
+        }
+    }
+
+    /// The kernel forgets what it caches of inode `ino`'s attributes (after
+    /// a change it did not ask for, such as setuid cleared on fallocate).
+    /// Data pages stay; no inode lock is needed, so this may be sent while
+    /// a request on the inode is pending.
+    pub(super) fn invalidate_attrs(&self, ino: u64) {
+        if let Some(notifier) = self.notifier.get() {
+            if let Err(e) = notifier.inval_inode(INodeNo(ino), -1, 0) {
+                // ENOENT: the kernel does not hold the inode; nothing cached.
+                if e.raw_os_error() != Some(libc::ENOENT) {
+                    log::warn!("invalidating the attributes of inode {ino}: {e}");
+                }
+            }
+        }
     }
 
     /// The time lock of inode `ino`.
@@ -172,8 +273,14 @@ pub struct AdapterHandle {
 }
 
 impl AdapterHandle {
+    /// The session's notifier, for changes the kernel must hear about.
+    pub fn set_notifier(&self, notifier: Notifier) {
+        let _ = self.shared.notifier.set(notifier);
+    }
+
     /// From now on requests are served by `fs`.
     pub fn install(&self, fs: Fs) {
+        fs.set_atime_mode(self.shared.config.atime);
         let fs = Arc::new(fs);
         // Legs found behind the others at mount are resynced meanwhile.
         if let Err(e) = Fs::start_resync(&fs) {
@@ -253,12 +360,23 @@ pub(super) struct Who {
 }
 
 impl Who {
-    /// The owner of what the request creates.
+    /// The owner of what the request creates (no umask).
     pub fn caller(self) -> Caller {
+        Caller::new(self.uid, self.gid)
+    }
+
+    /// The creator of a new inode, with the umask the request carries.
+    pub fn creator(self, umask: u32) -> Caller {
         Caller {
-            uid: self.uid,
-            gid: self.gid,
+            umask,
+            ..self.caller()
         }
+    }
+
+    /// Whether the caller belongs to group `gid` (primary or
+    /// supplementary).
+    pub fn in_group(self, gid: u32) -> bool {
+        super::adapter_perm::in_group(self, gid)
     }
 }
 
@@ -297,7 +415,8 @@ fail_impl!(
     ReplyDirectory,
     ReplyDirectoryPlus,
     ReplyXattr,
-    ReplyLseek
+    ReplyLseek,
+    ReplyIoctl
 );
 
 /// Answers `reply` with `ok(reply, value)` or with the errno of the error.
@@ -396,6 +515,8 @@ impl KeelFs {
                 status: Mutex::new(None),
                 scrub: ScrubControl::default(),
                 time_locks: (0..TIME_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+                notifier: OnceLock::new(),
+                writers: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -440,8 +561,20 @@ impl KeelFs {
     }
 
     /// Ask for every capability that makes FUSE fast (see the module docs),
-    /// each on its own so one the kernel lacks does not cost the others.
-    fn negotiate(&self, config: &mut KernelConfig) {
+    /// each on its own so one the kernel lacks does not cost the others,
+    /// and for those the semantics need (POSIX ACLs when configured: a
+    /// kernel without them fails the mount, since permissions would
+    /// otherwise go unchecked).
+    fn negotiate(&self, config: &mut KernelConfig) -> std::io::Result<()> {
+        if self.shared.config.posix_acl {
+            config
+                .add_capabilities(InitFlags::FUSE_POSIX_ACL | InitFlags::FUSE_DONT_MASK)
+                .map_err(|missing| {
+                    std::io::Error::other(format!(
+                        "the kernel does not offer {missing:?}: mount with -o noacl"
+                    ))
+                })?;
+        }
         let mut wanted = InitFlags::FUSE_ASYNC_READ
             | InitFlags::FUSE_BIG_WRITES
             | InitFlags::FUSE_DO_READDIRPLUS
@@ -449,7 +582,9 @@ impl KeelFs {
             | InitFlags::FUSE_PARALLEL_DIROPS
             | InitFlags::FUSE_CACHE_SYMLINKS
             | InitFlags::FUSE_ASYNC_DIO
-            | InitFlags::FUSE_MAX_PAGES;
+            | InitFlags::FUSE_MAX_PAGES
+            | InitFlags::FUSE_HANDLE_KILLPRIV_V2
+            | InitFlags::FUSE_EXPORT_SUPPORT;
         if self.shared.config.writeback_cache {
             wanted |= InitFlags::FUSE_WRITEBACK_CACHE;
         }
@@ -467,13 +602,13 @@ impl KeelFs {
         let _ = config.set_max_background(64);
         let _ = config.set_congestion_threshold(48);
         let _ = config.set_time_granularity(Duration::from_nanos(1));
+        Ok(())
     }
 }
 
 impl Filesystem for KeelFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
-        self.negotiate(config);
-        Ok(())
+        self.negotiate(config)
     }
 
     fn destroy(&mut self) {
@@ -564,11 +699,11 @@ impl Filesystem for KeelFs {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        self.mknod_op(req, parent.0, name, mode, rdev, reply);
+        self.mknod_op(req, parent.0, name, mode, umask, rdev, reply);
     }
 
     fn mkdir(
@@ -577,10 +712,10 @@ impl Filesystem for KeelFs {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         reply: ReplyEntry,
     ) {
-        self.mkdir_op(req, parent.0, name, mode, reply);
+        self.mkdir_op(req, parent.0, name, mode, umask, reply);
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -665,7 +800,17 @@ impl Filesystem for KeelFs {
         reply: ReplyWrite,
     ) {
         let from_cache = write_flags.contains(WriteFlags::FUSE_WRITE_CACHE);
-        self.write_op(req, ino.0, offset, data.to_vec(), from_cache, reply);
+        // HANDLE_KILLPRIV_V2: the kernel asks us to clear setuid/setgid.
+        let kill_privs = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
+        self.write_op(
+            req,
+            ino.0,
+            offset,
+            data.to_vec(),
+            from_cache,
+            kill_privs,
+            reply,
+        );
     }
 
     fn flush(
@@ -689,12 +834,12 @@ impl Filesystem for KeelFs {
         req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
-        _flags: OpenFlags,
+        flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.release_op(req, ino.0, reply);
+        self.release_op(req, ino.0, flags.0, reply);
     }
 
     fn fsync(
@@ -799,11 +944,11 @@ impl Filesystem for KeelFs {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         flags: i32,
         reply: ReplyCreate,
     ) {
-        self.create_op(req, parent.0, name, mode, flags, reply);
+        self.create_op(req, parent.0, name, mode, umask, flags, reply);
     }
 
     fn fallocate(
@@ -817,6 +962,20 @@ impl Filesystem for KeelFs {
         reply: ReplyEmpty,
     ) {
         self.fallocate_op(req, ino.0, offset, length, mode, reply);
+    }
+
+    fn ioctl(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _flags: IoctlFlags,
+        cmd: u32,
+        in_data: &[u8],
+        out_size: u32,
+        reply: ReplyIoctl,
+    ) {
+        self.ioctl_op(req, ino.0, cmd, in_data.to_vec(), out_size, reply);
     }
 
     fn lseek(

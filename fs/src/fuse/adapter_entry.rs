@@ -28,14 +28,22 @@ use fuser::{
 use super::adapter::{answer, fuse_attr, fuse_kind, generation, retry_on_nospace, Ctx, KeelFs};
 use super::adapter_perm::{self as perm, MAY_EXEC, MAY_READ, MAY_WRITE};
 use super::errno::reply_errno;
-use crate::core::FileAttr;
+use crate::core::{FileAttr, Fs};
 use crate::error::{FsError, FsResult};
 use crate::format::FileType;
 
-/// Open flags the adapter answers every regular-file open with: keelfs is
-/// the only writer and every change goes through the kernel, so the page
-/// cache stays valid across opens.
-pub(super) const FILE_OPEN_FLAGS: FopenFlags = FopenFlags::FOPEN_KEEP_CACHE;
+/// Open flags the adapter answers a regular-file open with: keelfs is the
+/// only writer and every change goes through the kernel, so the page cache
+/// stays valid across opens — unless a read of the file must update its
+/// atime: then the cache is dropped so that read reaches us (the kernel
+/// never updates atime of FUSE files itself).
+pub(super) fn file_open_flags(fs: &Fs, attr: &FileAttr) -> FopenFlags {
+    if fs.read_updates_atime(attr) {
+        FopenFlags::empty()
+    } else {
+        FopenFlags::FOPEN_KEEP_CACHE
+    }
+}
 
 /// Answers `reply` with the entry for `attr`.
 pub(super) fn reply_entry(ctx: &Ctx<'_>, reply: ReplyEntry, attr: &FileAttr) {
@@ -85,8 +93,14 @@ impl KeelFs {
     pub(super) fn lookup_op(&self, req: &Request, parent: u64, name: &OsStr, reply: ReplyEntry) {
         let name = name.as_bytes().to_vec();
         self.run(req, move |ctx| {
-            let result =
-                check_dir(ctx, parent, MAY_EXEC).and_then(|()| ctx.fs.lookup(parent, &name));
+            // "." is the kernel looking an inode up by number for a file
+            // handle (any type; open_by_handle_at is privileged).
+            let checked = if name == b"." {
+                Ok(())
+            } else {
+                check_dir(ctx, parent, MAY_EXEC)
+            };
+            let result = checked.and_then(|()| ctx.fs.lookup(parent, &name));
             match result {
                 Ok(attr) => reply_entry(ctx, reply, &attr),
                 Err(FsError::NotFound) if !ctx.config.negative_ttl.is_zero() => {
@@ -108,12 +122,14 @@ impl KeelFs {
         });
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn mknod_op(
         &self,
         req: &Request,
         parent: u64,
         name: &OsStr,
         mode: u32,
+        umask: u32,
         rdev: u32,
         reply: ReplyEntry,
     ) {
@@ -122,7 +138,7 @@ impl KeelFs {
             let result = check_dir(ctx, parent, MAY_WRITE | MAY_EXEC).and_then(|()| {
                 retry_on_nospace(ctx.fs, || {
                     ctx.fs
-                        .mknod(parent, &name, mode, u64::from(rdev), ctx.who.caller())
+                        .mknod(parent, &name, mode, u64::from(rdev), ctx.who.creator(umask))
                 })
             });
             answer(reply, "mknod", parent, result, |reply, attr| {
@@ -137,13 +153,14 @@ impl KeelFs {
         parent: u64,
         name: &OsStr,
         mode: u32,
+        umask: u32,
         reply: ReplyEntry,
     ) {
         let name = name.as_bytes().to_vec();
         self.run(req, move |ctx| {
             let result = check_dir(ctx, parent, MAY_WRITE | MAY_EXEC).and_then(|()| {
                 retry_on_nospace(ctx.fs, || {
-                    ctx.fs.mkdir(parent, &name, mode, ctx.who.caller())
+                    ctx.fs.mkdir(parent, &name, mode, ctx.who.creator(umask))
                 })
             });
             answer(reply, "mkdir", parent, result, |reply, attr| {
@@ -251,12 +268,14 @@ impl KeelFs {
         });
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn create_op(
         &self,
         req: &Request,
         parent: u64,
         name: &OsStr,
         mode: u32,
+        umask: u32,
         flags: i32,
         reply: ReplyCreate,
     ) {
@@ -270,7 +289,7 @@ impl KeelFs {
                     mode
                 };
                 let made = retry_on_nospace(ctx.fs, || {
-                    ctx.fs.mknod(parent, &name, mode, 0, ctx.who.caller())
+                    ctx.fs.mknod(parent, &name, mode, 0, ctx.who.creator(umask))
                 });
                 let attr = match made {
                     Err(FsError::Exists) if flags & libc::O_EXCL == 0 => {
@@ -281,7 +300,8 @@ impl KeelFs {
                             FileType::Directory => Err(FsError::IsDir),
                             _ if ctx.config.default_permissions => Ok(()),
                             _ => perm::check(&attr, ctx.who, perm::open_mask(flags)),
-                        };
+                        }
+                        .and_then(|()| ctx.fs.may_open(attr.ino, flags));
                         if let Err(e) = checked {
                             let _ = ctx.fs.forget(attr.ino, 1);
                             return Err(e);
@@ -291,7 +311,12 @@ impl KeelFs {
                     other => other?,
                 };
                 match ctx.fs.open(attr.ino) {
-                    Ok(attr) => Ok(attr),
+                    Ok(attr) => {
+                        if flags & libc::O_ACCMODE != libc::O_RDONLY {
+                            ctx.shared.count_writer(attr.ino, true);
+                        }
+                        Ok(attr)
+                    }
                     Err(e) => {
                         let _ = ctx.fs.forget(attr.ino, 1);
                         Err(e)
@@ -306,7 +331,7 @@ impl KeelFs {
                     &fuse_attr(&attr),
                     generation(&attr),
                     FileHandle(attr.ino),
-                    FILE_OPEN_FLAGS,
+                    file_open_flags(ctx.fs, &attr),
                 )
             });
         });

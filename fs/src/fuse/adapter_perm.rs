@@ -10,7 +10,8 @@
 //! `/proc/PID/status`) or the others' bits, the first class that matches.
 //! On top of that the ownership rules of chmod, chown, utimes and xattr
 //! namespaces ([`check_setattr`], [`check_xattr`]). POSIX ACLs are not
-//! consulted. A refusal is `AccessDenied` (EACCES) for missing mode bits and
+//! consulted: with them on, the kernel checks permissions itself and none
+//! of this runs. A refusal is `AccessDenied` (EACCES) for missing mode bits and
 //! `NotPermitted` (EPERM) for ownership rules, as Linux answers.
 //!
 //! Simplification: changing times to explicit values needs ownership in
@@ -52,7 +53,7 @@ fn groups_of(pid: u32) -> Vec<u32> {
 }
 
 /// Whether `who` belongs to group `gid`.
-fn in_group(who: Who, gid: u32) -> bool {
+pub(super) fn in_group(who: Who, gid: u32) -> bool {
     who.gid == gid || (who.pid != 0 && groups_of(who.pid).contains(&gid))
 }
 

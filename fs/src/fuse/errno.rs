@@ -30,6 +30,7 @@
 //! | Stale | ESTALE |
 //! | NoSuchOffset | ENXIO |
 //! | Busy | EBUSY |
+//! | NoIoctl | ENOTTY |
 //! | Corrupt, Format | EUCLEAN ("Structure needs cleaning", what ext4 and xfs return as EFSCORRUPTED) |
 //! | Engine(Invalid) | EINVAL |
 //! | Engine(anything else: NoGoodCopy, Device, WriteFailed, FlushFailed, NoLegs, Unwritten), DeviceSet | EIO |
@@ -64,6 +65,7 @@ pub fn errno_of(err: &FsError) -> Errno {
         FsError::Stale => libc::ESTALE,
         FsError::NoSuchOffset => libc::ENXIO,
         FsError::Busy => libc::EBUSY,
+        FsError::NoIoctl => libc::ENOTTY,
         FsError::Corrupt(_) | FsError::Format(_) => libc::EUCLEAN,
         FsError::Engine(EngineError::Invalid(_)) => libc::EINVAL,
         FsError::Engine(_) | FsError::DeviceSet(_) => libc::EIO,
@@ -123,6 +125,7 @@ mod tests {
             (FsError::Stale, libc::ESTALE),
             (FsError::NoSuchOffset, libc::ENXIO),
             (FsError::Busy, libc::EBUSY),
+            (FsError::NoIoctl, libc::ENOTTY),
             (FsError::Corrupt("bad".into()), libc::EUCLEAN),
             (
                 FsError::Format(FormatError::Truncated {

@@ -19,7 +19,9 @@
 //!   mount starts from `nodev,nosuid` (the FUSE/libfuse default; `mount.fuse3`
 //!   lifts it with `dev,suid`); `defaults` means `rw,dev,suid,exec,async`.
 //! * FUSE options: `allow_other`, `allow_root`, `default_permissions`.
-//! * keelfs options: `degraded`, `cache_size=BYTES` (suffix K, M, G or T,
+//! * keelfs options: `acl` (the default: POSIX ACLs, which make the kernel
+//!   check permissions as with `default_permissions`), `noacl`, `degraded`,
+//!   `cache_size=BYTES` (suffix K, M, G or T,
 //!   binary, optional `B`/`iB`), `attr_timeout=SECS`, `entry_timeout=SECS`,
 //!   `negative_timeout=SECS` (decimal seconds), `debug`, `device=PATH`,
 //!   `fsname=NAME` (overrides the mount source shown in `/proc/mounts`),
@@ -221,6 +223,10 @@ pub struct MountOptions {
     pub allow_other: bool,
     pub allow_root: bool,
     pub default_permissions: bool,
+    /// keelfs: POSIX ACLs (`acl`, the default; `noacl` turns them off).
+    /// With ACLs the kernel checks permissions itself, as with
+    /// `default_permissions`.
+    pub acl: bool,
     /// keelfs: mount even when a leg is missing or failed.
     pub degraded: bool,
     /// keelfs: metadata cache size in bytes.
@@ -301,6 +307,7 @@ impl MountOptions {
             allow_other: false,
             allow_root: false,
             default_permissions: false,
+            acl: true,
             degraded: false,
             cache_size: None,
             attr_timeout: None,
@@ -411,6 +418,10 @@ impl MountOptions {
             "degraded" => {
                 no_value(name, value)?;
                 next.degraded = true;
+            }
+            "acl" | "noacl" => {
+                no_value(name, value)?;
+                next.acl = name == "acl";
             }
             "debug" => {
                 no_value(name, value)?;
@@ -709,7 +720,7 @@ mod tests {
         let every = "rw,ro,allow_other,default_permissions,dev,suid,nodev,nosuid,exec,noexec,\
                      sync,dirsync,noatime,relatime,strictatime,nodiratime,lazytime,atime,diratime,\
                      async,defaults,auto,noauto,user,nouser,nofail,_netdev,x-systemd.automount,\
-                     x-initrd.mount,degraded,cache_size=64M,attr_timeout=1.5,entry_timeout=2,\
+                     x-initrd.mount,noacl,degraded,cache_size=64M,attr_timeout=1.5,entry_timeout=2,\
                      negative_timeout=0,debug,device=c.img,fsname=keel,subtype=keelfs,\
                      users,owner,group,comment=hello,allow_root,threads=8,logfile=k.log,\
                      norelatime,nostrictatime,nolazytime,symfollow,nosymfollow,silent,loud";
@@ -718,7 +729,8 @@ mod tests {
         }
         let all = ok(every);
         assert!(all.allow_other && all.allow_root && all.default_permissions);
-        assert!(all.degraded && all.debug);
+        assert!(all.degraded && all.debug && !all.acl);
+        assert!(ok("").acl && ok("noacl,acl").acl);
         assert_eq!(all.cache_size, Some(64 << 20));
         assert_eq!(all.attr_timeout, Some(Duration::from_millis(1500)));
         assert_eq!(all.entry_timeout, Some(Duration::from_secs(2)));
