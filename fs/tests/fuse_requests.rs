@@ -6,9 +6,11 @@
 //!
 //! * a cold sequential read comes in requests of 1 MiB (the mount raised
 //!   the connection's readahead), not 128 KiB;
-//! * creating a small file (open, write, close) costs LOOKUP, CREATE,
-//!   GETXATTR (the kernel's security.capability check), WRITE, SETATTR (the
-//!   kernel's times) and RELEASE, and no FLUSH (answered ENOSYS once).
+//! * creating a small file (open, write, close) costs one LOOKUP, CREATE,
+//!   WRITE and RELEASE, no FLUSH (answered ENOSYS once), and at most seven
+//!   requests in all (the kernel adds GETXATTR security.capability, a
+//!   SETATTR with its times, and with killpriv a GETATTR, as timing and
+//!   negotiation decide).
 //!
 //! Needs root and /dev/fuse (skipped otherwise).
 
@@ -99,8 +101,8 @@ fn a_cold_sequential_read_comes_in_big_requests() {
 }
 
 #[test]
-fn creating_a_small_file_costs_six_requests_and_no_flush() {
-    if !can_mount("creating_a_small_file_costs_six_requests_and_no_flush") {
+fn a_small_file_costs_at_most_seven_requests_and_no_flush() {
+    if !can_mount("a_small_file_costs_at_most_seven_requests_and_no_flush") {
         return;
     }
     const FILES: usize = 50;
@@ -116,12 +118,23 @@ fn creating_a_small_file_costs_six_requests_and_no_flush() {
         f.write_all(b"x\n").unwrap();
     }
     let per_file = delta(&before, &requests(&fx));
-    let want: BTreeMap<String, usize> = [
-        "LOOKUP", "CREATE", "GETXATTR", "WRITE", "SETATTR", "RELEASE",
-    ]
-    .iter()
-    .map(|op| (op.to_string(), FILES))
-    .collect();
-    assert_eq!(per_file, want, "requests for {FILES} small files");
+    // One of each of these per file, and no FLUSH.
+    for op in ["LOOKUP", "CREATE", "WRITE", "RELEASE"] {
+        assert_eq!(
+            per_file.get(op).copied().unwrap_or(0),
+            FILES,
+            "{op} requests for {FILES} small files: {per_file:?}"
+        );
+    }
+    assert!(!per_file.contains_key("FLUSH"), "{per_file:?}");
+    // The rest is the kernel's and depends on timing and on what was
+    // negotiated: GETXATTR security.capability before each write, a
+    // SETATTR with the times at close (or later, with other inodes'), a
+    // GETATTR when killpriv needs the mode. At most seven requests a file.
+    let total: usize = per_file.values().sum();
+    assert!(
+        total <= 7 * FILES,
+        "{total} requests for {FILES} small files: {per_file:?}"
+    );
     m.finish();
 }
