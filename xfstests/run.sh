@@ -80,6 +80,13 @@ fresh() { # fresh PREFIX: two sparse 2 GiB legs, formatted as a mirror
     blkdiscard "$a" 2>/dev/null   # zeroes the loop device (punches the image)
   fi
   rm -f "$work/$1-b.img"; truncate -s 2G "$work/$1-b.img"
+  # umount returns before the daemon has let go of the legs; mkfs refuses
+  # a device in use, so give it a few seconds.
+  local i
+  for i in $(seq 50); do
+    /usr/local/sbin/mkfs.keelfs -q -F "$a" "$work/$1-b.img" 2>/dev/null && return 0
+    sleep 0.2
+  done
   /usr/local/sbin/mkfs.keelfs -q -F "$a" "$work/$1-b.img"
 }
 fresh test
