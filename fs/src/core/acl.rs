@@ -44,7 +44,7 @@ use super::privs::Actor;
 use super::time;
 use super::Fs;
 use crate::error::{FsError, FsResult};
-use crate::format::{AttrFlags, FileType};
+use crate::format::FileType;
 use crate::journal::TxHandle;
 use crate::meta_tx::MetaTx;
 use crate::xattr::{self, SetMode};
@@ -363,11 +363,7 @@ impl Fs {
         let cell = self.inode(ino)?;
         let mut state = cell.write();
         state.check_live()?;
-        if state.attr_flags.contains(AttrFlags::IMMUTABLE)
-            || state.attr_flags.contains(AttrFlags::APPEND)
-        {
-            return Err(FsError::NotPermitted);
-        }
+        super::chattr::check_xattr_change(&state)?;
         if kind == AclKind::Default && state.file_type != FileType::Directory {
             return if acl.is_some() {
                 Err(FsError::AccessDenied)

@@ -52,14 +52,7 @@ impl Fs {
                 "the set has {members} members, the most a keelfs filesystem can have"
             )));
         }
-        let need = self.layout.device_blocks * self.block_size();
-        if device.size() < need {
-            return Err(FsError::Invalid(format!(
-                "{}: {} bytes is too small: the filesystem needs {need} bytes per leg",
-                device.name(),
-                device.size()
-            )));
-        }
+        self.check_leg_size(&device)?;
         if !force {
             if let Some(what) = probe_existing_filesystem(device.as_ref()) {
                 return Err(FsError::Invalid(format!(

@@ -107,6 +107,17 @@ fn managed(flags: AttrFlags) -> AttrFlags {
         .fold(AttrFlags::empty(), |f, e| f | e.0)
 }
 
+/// `NotPermitted` for an immutable or append-only inode: its xattrs and
+/// ACLs may not change (as on Linux).
+pub(crate) fn check_xattr_change(state: &InodeState) -> FsResult<()> {
+    if state.attr_flags.contains(AttrFlags::IMMUTABLE)
+        || state.attr_flags.contains(AttrFlags::APPEND)
+    {
+        return Err(FsError::NotPermitted);
+    }
+    Ok(())
+}
+
 /// `NotPermitted` if the inode held by `state` may not change as `set`
 /// says (see the module docs; setattr calls this under the inode's lock).
 pub(crate) fn check_setattr(state: &InodeState, set: &SetAttr) -> FsResult<()> {

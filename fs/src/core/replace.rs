@@ -33,6 +33,20 @@ use keelfs_engine::device::DeviceRef;
 use keelfs_engine::mirror::LegState;
 
 impl Fs {
+    /// A device that is to become a leg (replace, add) must hold the
+    /// whole filesystem.
+    pub(super) fn check_leg_size(&self, device: &DeviceRef) -> FsResult<()> {
+        let need = self.layout.device_blocks * self.block_size();
+        if device.size() < need {
+            return Err(FsError::Invalid(format!(
+                "{}: {} bytes is too small: the filesystem needs {need} bytes per leg",
+                device.name(),
+                device.size()
+            )));
+        }
+        Ok(())
+    }
+
     /// Replaces mirror leg `leg` by `device` and resyncs it; see the module
     /// docs. `progress` reports the resync.
     pub fn replace_leg(
@@ -49,14 +63,7 @@ impl Fs {
                 mirror.num_legs()
             )));
         }
-        let need = self.layout.device_blocks * self.block_size();
-        if device.size() < need {
-            return Err(FsError::Invalid(format!(
-                "{}: {} bytes is too small: the filesystem needs {need} bytes per leg",
-                device.name(),
-                device.size()
-            )));
-        }
+        self.check_leg_size(&device)?;
         match mirror.leg_state(leg) {
             LegState::InService => {
                 if mirror.in_service().count() < 2 {

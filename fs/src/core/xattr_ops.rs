@@ -13,8 +13,7 @@
 use super::acl::AclKind;
 use super::privs::Actor;
 use super::Fs;
-use crate::error::{FsError, FsResult};
-use crate::format::AttrFlags;
+use crate::error::FsResult;
 use crate::meta_tx::MetaTx;
 use crate::xattr::{self, SetMode};
 
@@ -63,11 +62,7 @@ impl Fs {
         let cell = self.inode(ino)?;
         let mut state = cell.write();
         state.check_live()?;
-        if state.attr_flags.contains(AttrFlags::IMMUTABLE)
-            || state.attr_flags.contains(AttrFlags::APPEND)
-        {
-            return Err(FsError::NotPermitted);
-        }
+        super::chattr::check_xattr_change(&state)?;
         let mt = MetaTx::new(&self.cache, &tx, self.meta_allocator());
         let mut chain = state.xattr;
         let result = f(&mt, &mut chain);
