@@ -61,7 +61,7 @@ keelfs is mounted at $mnt (two mirrored legs: ${legs[*]}).
   health:          keelfs status $mnt
   unmount:         umount $mnt
   mount again:     mount -t fuse.keelfs $source_spec $mnt -o allow_other,default_permissions
-  check (unmounted): fsck -t keelfs -n ${legs[*]}     (once fsck.keelfs is installed)
+  check (unmounted): fsck -t keelfs -n $source_spec     (-y repairs)
   at boot, /etc/fstab:
     $source_spec $mnt fuse.keelfs allow_other,default_permissions,nofail 0 0
 EOT
