@@ -118,14 +118,20 @@ fn a_small_file_costs_at_most_seven_requests_and_no_flush() {
         f.write_all(b"x\n").unwrap();
     }
     let per_file = delta(&before, &requests(&fx));
-    // One of each of these per file, and no FLUSH.
-    for op in ["LOOKUP", "CREATE", "WRITE", "RELEASE"] {
+    // One of each of these per file, and no FLUSH. (RELEASE is sent
+    // asynchronously: the first file's may land in the count too.)
+    let count = |op: &str| per_file.get(op).copied().unwrap_or(0);
+    for op in ["LOOKUP", "CREATE", "WRITE"] {
         assert_eq!(
-            per_file.get(op).copied().unwrap_or(0),
+            count(op),
             FILES,
             "{op} requests for {FILES} small files: {per_file:?}"
         );
     }
+    assert!(
+        (FILES..=FILES + 1).contains(&count("RELEASE")),
+        "RELEASE requests for {FILES} small files: {per_file:?}"
+    );
     assert!(!per_file.contains_key("FLUSH"), "{per_file:?}");
     // The rest is the kernel's and depends on timing and on what was
     // negotiated: GETXATTR security.capability before each write, a
@@ -133,7 +139,7 @@ fn a_small_file_costs_at_most_seven_requests_and_no_flush() {
     // GETATTR when killpriv needs the mode. At most seven requests a file.
     let total: usize = per_file.values().sum();
     assert!(
-        total <= 7 * FILES,
+        total <= 7 * FILES + 1,
         "{total} requests for {FILES} small files: {per_file:?}"
     );
     m.finish();
