@@ -18,9 +18,9 @@
 //!   machine's cores); each workload's random choices come from its own
 //!   seed (`seed` and its index), so a run is reproducible whatever the
 //!   thread count.
-//! * The first failing state of a workload is kept as a [`Found`] (and no
+//! * The first failing state of a workload is kept as a [`Reproducer`] (and no
 //!   more states of it are checked); exploration stops after
-//!   `max_failures`. [`Found::write`] turns one into a reproducer file.
+//!   `max_failures`. [`Reproducer::report`] writes one out as a file.
 //!
 //! Relies on: `recorder.rs`, `check.rs`, `reproducer.rs`.
 
@@ -102,56 +102,6 @@ pub fn env_seed(default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// A failing state.
-#[derive(Debug, Clone)]
-pub struct Found {
-    pub config: FsConfig,
-    pub options: CheckOptions,
-    pub workload: Workload,
-    /// Per-leg crash points (empty: the workload itself failed to run).
-    pub points: Vec<CrashPoint>,
-    /// For a failure during step 7: the recovery's cut.
-    pub recovery_points: Option<Vec<CrashPoint>>,
-    pub fingerprint: String,
-    pub seed: u64,
-    pub message: String,
-}
-
-impl Found {
-    /// Writes the reproducer under `target/crash-reproducers/` and returns
-    /// a message with its path and how to replay it.
-    pub fn write(&self, test: &str) -> String {
-        let repro = Reproducer {
-            config: self.config,
-            options: self.options,
-            workload: self.workload.clone(),
-            points: self.points.clone(),
-            recovery_points: self.recovery_points.clone(),
-            fingerprint: self.fingerprint.clone(),
-            seed: self.seed,
-            message: self.message.clone(),
-        };
-        let cut = self
-            .points
-            .iter()
-            .enumerate()
-            .map(|(i, p)| format!("leg{i}: {p}"))
-            .collect::<Vec<_>>()
-            .join(" | ");
-        let path = match repro.save(test) {
-            Ok(p) => p.display().to_string(),
-            Err(e) => format!("(could not write the reproducer: {e})"),
-        };
-        format!(
-            "{}\n    workload: {}\n    cut: {cut}\n    reproducer: {path}\n    replay: \
-             KEELFS_CRASH_REPLAY={path} cargo test -p keelfs-tests --test crash_replay -- \
-             --nocapture",
-            self.message,
-            self.workload.summary(),
-        )
-    }
-}
-
 /// Counts of one exploration.
 #[derive(Debug, Clone, Default)]
 pub struct Stats {
@@ -217,7 +167,7 @@ impl Stats {
 #[derive(Debug, Clone, Default)]
 pub struct Exploration {
     pub stats: Stats,
-    pub failures: Vec<Found>,
+    pub failures: Vec<Reproducer>,
 }
 
 /// A per-workload seed.
@@ -259,7 +209,7 @@ pub fn explore(
     let next = AtomicUsize::new(0);
     let failed = AtomicUsize::new(0);
     let templates = Templates::default();
-    let results: Mutex<Vec<(usize, Stats, Option<Found>)>> = Mutex::new(Vec::new());
+    let results: Mutex<Vec<(usize, Stats, Option<Reproducer>)>> = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
         for _ in 0..threads {
             scope.spawn(|| loop {
@@ -272,7 +222,7 @@ pub fn explore(
                     Ok(t) => explore_one(&t, &workloads[i], budget, options, s),
                     Err(e) => (
                         Stats::default(),
-                        Some(Found {
+                        Some(Reproducer {
                             config,
                             options,
                             workload: workloads[i].clone(),
@@ -339,7 +289,7 @@ pub fn explore_one(
     budget: Budget,
     options: CheckOptions,
     seed: u64,
-) -> (Stats, Option<Found>) {
+) -> (Stats, Option<Reproducer>) {
     let mut stats = Stats {
         workloads: 1,
         ..Stats::default()
@@ -347,16 +297,17 @@ pub fn explore_one(
     for w in op_words(workload) {
         *stats.ops.entry(w).or_default() += 1;
     }
-    let found = |rec: Option<&Recording>, points: Vec<CrashPoint>, rp, message: String| Found {
-        config: template.config,
-        options,
-        workload: workload.clone(),
-        points,
-        recovery_points: rp,
-        fingerprint: rec.map(|r| r.fingerprint()).unwrap_or_default(),
-        seed,
-        message,
-    };
+    let found =
+        |rec: Option<&Recording>, points: Vec<CrashPoint>, rp, message: String| Reproducer {
+            config: template.config,
+            options,
+            workload: workload.clone(),
+            points,
+            recovery_points: rp,
+            fingerprint: rec.map(|r| r.fingerprint()).unwrap_or_default(),
+            seed,
+            message,
+        };
     let rec = match record(template, workload) {
         Ok(r) => r,
         Err(e) => return (stats, Some(found(None, Vec::new(), None, e))),
@@ -373,9 +324,9 @@ pub fn explore_recording(
     budget: Budget,
     options: CheckOptions,
     seed: u64,
-) -> (Stats, Option<Found>) {
+) -> (Stats, Option<Reproducer>) {
     let mut stats = Stats::default();
-    let found = |points: Vec<CrashPoint>, rp, message: String| Found {
+    let found = |points: Vec<CrashPoint>, rp, message: String| Reproducer {
         config: rec.config,
         options,
         workload: rec.workload.clone(),
@@ -513,7 +464,7 @@ pub fn explore_or_fail(
     let e = explore(config, workloads, budget, test_options(), seed);
     println!("{test} ({}): {}", config.to_text(), e.stats.line());
     if !e.failures.is_empty() {
-        let msgs: Vec<String> = e.failures.iter().map(|f| f.write(test)).collect();
+        let msgs: Vec<String> = e.failures.iter().map(|f| f.report(test)).collect();
         panic!(
             "{test}: {} failing workloads (seed {seed}):\n{}",
             e.failures.len(),

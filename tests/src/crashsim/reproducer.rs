@@ -76,6 +76,30 @@ fn parse_options(s: &str) -> Result<CheckOptions, String> {
 }
 
 impl Reproducer {
+    /// Writes the reproducer under `target/crash-reproducers/` and returns
+    /// the failure's message with its workload, cut, path and how to replay
+    /// it.
+    pub fn report(&self, test: &str) -> String {
+        let cut = self
+            .points
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("leg{i}: {p}"))
+            .collect::<Vec<_>>()
+            .join(" | ");
+        let path = match self.save(test) {
+            Ok(p) => p.display().to_string(),
+            Err(e) => format!("(could not write the reproducer: {e})"),
+        };
+        format!(
+            "{}\n    workload: {}\n    cut: {cut}\n    reproducer: {path}\n    replay: \
+             KEELFS_CRASH_REPLAY={path} cargo test -p keelfs-tests --test crash_replay -- \
+             --nocapture",
+            self.message,
+            self.workload.summary(),
+        )
+    }
+
     /// The file's text.
     pub fn to_text(&self, path_hint: &str) -> String {
         let mut s = String::from("# keelfs crash reproducer (tests/src/crashsim/reproducer.rs)\n");
