@@ -29,12 +29,7 @@ NFILES=${NFILES:-5000}
 WORK=${WORK:-/var/tmp/keelfs-bench}
 SYSTEMS=${SYSTEMS:-ext4 fuse2fs keelfs${PASSTHROUGH_HP:+ phk}}
 KEELFS_OPTS=${KEELFS_OPTS:-}
-if [ -z "${KEELFS_BIN:-}" ]; then
-  KEELFS_BIN=$(dirname "$(command -v keelfs || echo /usr/local/sbin/keelfs)")
-fi
-KEELFS=$KEELFS_BIN/keelfs
-MKFS=$KEELFS_BIN/mkfs.keelfs
-[ -x "$MKFS" ] || MKFS=$KEELFS_BIN/mkfs-keelfs
+. "$(dirname "$0")/keelfs_bin.sh"
 want() { case " $SYSTEMS " in *" $1 "*) return 0;; *) return 1;; esac; }
 if want fuse2fs; then
   command -v fuse2fs >/dev/null || { echo "fuse2fs missing: apt-get install fuse2fs" >&2; exit 2; }

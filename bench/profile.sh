@@ -18,12 +18,7 @@ SIZE_MIB=${SIZE_MIB:-512}
 NFILES=${NFILES:-5000}
 WORK=${WORK:-/var/tmp/keelfs-profile}
 KEELFS_OPTS=${KEELFS_OPTS:-}
-if [ -z "${KEELFS_BIN:-}" ]; then
-  KEELFS_BIN=$(dirname "$(command -v keelfs || echo /usr/local/sbin/keelfs)")
-fi
-KEELFS=$KEELFS_BIN/keelfs
-MKFS=$KEELFS_BIN/mkfs.keelfs
-[ -x "$MKFS" ] || MKFS=$KEELFS_BIN/mkfs-keelfs
+. "$(dirname "$0")/keelfs_bin.sh"
 M=$WORK/mnt
 mkdir -p "$M"
 tracer=
