@@ -95,6 +95,18 @@ fn failures(rec: &Recording) -> Vec<String> {
     out
 }
 
+/// Fails naming every failing state of `rec`.
+#[track_caller]
+fn assert_no_failures(rec: &Recording) {
+    let f = failures(rec);
+    assert!(
+        f.is_empty(),
+        "{} failing states:\n{}",
+        f.len(),
+        f.join("\n")
+    );
+}
+
 #[test]
 fn power_cut_between_the_legs_superblock_writes_needs_no_degraded_mount() {
     let rec = recording(&["create baz", "syncfs"], false);
@@ -122,25 +134,13 @@ fn power_cut_between_the_legs_superblock_writes_needs_no_degraded_mount() {
 fn crash_after_an_orphaning_commit_leaves_a_clean_filesystem() {
     // The kernel still knows foo when it is unlinked: it becomes an orphan.
     let rec = recording(&["unlink foo", "fsync ."], true);
-    let f = failures(&rec);
-    assert!(
-        f.is_empty(),
-        "{} failing states:\n{}",
-        f.len(),
-        f.join("\n")
-    );
+    assert_no_failures(&rec);
 }
 
 #[test]
 fn uncommitted_truncate_leaves_durable_bytes_alone() {
     let rec = recording(&["truncate foo 1000", "fsync foo"], false);
-    let f = failures(&rec);
-    assert!(
-        f.is_empty(),
-        "{} failing states:\n{}",
-        f.len(),
-        f.join("\n")
-    );
+    assert_no_failures(&rec);
 }
 
 /// The brief's case: 10000 bytes, truncated to 5000, grown back to 10000:
